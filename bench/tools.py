@@ -1,0 +1,296 @@
+"""Running tools under measurement, and the per-tool adapters (cp, DVC, cas).
+
+Every invocation goes through :func:`run_cmd`: a subprocess in its own session with a
+timeout, output captured to log files (never pipes, so a chatty tool can't block),
+wall time from spawn to reap, and peak memory from ``wait4`` rusage (the same number
+``/usr/bin/time -f %M`` reports: max RSS of the largest process in the tree).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class StepError(Exception):
+    """A tool step failed; the message ends up in the results table instead of aborting."""
+
+
+@dataclass
+class RunResult:
+    """Outcome of one subprocess: timing, memory, exit status and where its output went."""
+
+    argv: list[str]
+    returncode: int | None
+    seconds: float
+    maxrss_bytes: int
+    tree_rss_bytes: int
+    timed_out: bool
+    log_prefix: Path
+    spawn_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and self.spawn_error is None
+
+    def tail(self, limit: int = 400) -> str:
+        """Last lines of stderr (or stdout), to explain a failure in one table cell."""
+        for suffix in (".err", ".out"):
+            path = self.log_prefix.with_name(self.log_prefix.name + suffix)
+            try:
+                text = path.read_text(errors="replace").strip()
+            except OSError:
+                continue
+            if text:
+                return text[-limit:]
+        return ""
+
+    def describe_failure(self) -> str:
+        cmd = shlex.join(self.argv)
+        if self.spawn_error:
+            return f"`{cmd}` could not start: {self.spawn_error}"
+        if self.timed_out:
+            return f"`{cmd}` timed out after {self.seconds:.0f} s"
+        return f"`{cmd}` exited {self.returncode}: {self.tail()}"
+
+
+def _session_rss(sid: int) -> int:
+    """Sum of RSS over all live processes of session ``sid`` (best effort, via /proc)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 21 and int(fields[3]) == sid:
+            total += int(fields[21]) * PAGE
+    return total
+
+
+class Runner:
+    """Spawns measured commands; numbers each one so its logs are easy to find."""
+
+    def __init__(self, log_dir: Path, default_timeout: float) -> None:
+        self.log_dir = log_dir
+        self.default_timeout = default_timeout
+        self.seq = 0
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self, argv: Sequence[str], *, cwd: Path, label: str,
+            env: Mapping[str, str] | None = None, timeout: float | None = None,
+            sample_tree: bool = False) -> RunResult:
+        """Run ``argv`` to completion (or timeout); never raises for tool failures."""
+        self.seq += 1
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        prefix = self.log_dir / f"{self.seq:04d}-{safe}"
+        timeout = self.default_timeout if timeout is None else timeout
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        argv = [str(a) for a in argv]
+        with open(f"{prefix}.out", "wb") as out, open(f"{prefix}.err", "wb") as err:
+            start = time.perf_counter()
+            try:
+                proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=err, start_new_session=True)
+            except OSError as exc:
+                return RunResult(argv, None, 0.0, 0, 0, False, prefix, spawn_error=str(exc))
+            box: dict[str, object] = {}
+
+            def reap() -> None:
+                box["wait"] = os.wait4(proc.pid, 0)
+                box["end"] = time.perf_counter()
+
+            waiter = threading.Thread(target=reap, daemon=True)
+            waiter.start()
+            tree_peak = 0
+            deadline = start + timeout
+            if sample_tree:
+                while waiter.is_alive() and time.perf_counter() < deadline:
+                    tree_peak = max(tree_peak, _session_rss(proc.pid))
+                    waiter.join(0.2)
+            else:
+                waiter.join(timeout)
+            timed_out = waiter.is_alive()
+            if timed_out:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                waiter.join()
+            _, status, usage = box["wait"]  # type: ignore[misc]
+            end: float = box["end"]  # type: ignore[assignment]
+            proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
+        maxrss = usage.ru_maxrss * 1024
+        return RunResult(argv, proc.returncode, end - start, maxrss, max(tree_peak, maxrss),
+                         timed_out, prefix)
+
+    def check(self, argv: Sequence[str], *, cwd: Path, label: str,
+              env: Mapping[str, str] | None = None, timeout: float | None = None,
+              sample_tree: bool = False) -> RunResult:
+        """Like :meth:`run` but raises :class:`StepError` when the command fails."""
+        res = self.run(argv, cwd=cwd, label=label, env=env, timeout=timeout,
+                       sample_tree=sample_tree)
+        if not res.ok:
+            raise StepError(res.describe_failure())
+        return res
+
+
+def du_bytes(path: Path) -> int:
+    """Apparent size in bytes like ``du -sb`` (0 when the path doesn't exist yet)."""
+    if not path.exists():
+        return 0
+    out = subprocess.run(["du", "-sb", str(path)], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+def rm_tree(path: Path) -> None:
+    """Remove a tree fast (``rm -rf`` beats shutil on 200k files) and make sure it's gone."""
+    if path.exists() or path.is_symlink():
+        subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def make_git_repo(path: Path) -> None:
+    """A fresh git repository with an identity, as the tools expect to run inside one."""
+    path.mkdir(parents=True)
+    for args in (["init", "-q"], ["config", "user.email", "bench@example.com"],
+                 ["config", "user.name", "bench"], ["config", "commit.gpgsign", "false"]):
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Untimed setup copy (``cp -r``); real copies, never links, so tools can't interfere."""
+    subprocess.run(["cp", "-r", "--", str(src), str(dst)], check=True)
+
+
+def command_version(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str | None:
+    """First line of ``argv``'s output, or None if it fails (used for report metadata)."""
+    try:
+        res = subprocess.run(list(argv), capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (res.stdout or res.stderr).strip()
+    return text.splitlines()[0] if res.returncode == 0 and text else None
+
+
+@dataclass
+class VcsTool:
+    """A data-versioning CLI measured by the core suite (DVC, cas).
+
+    Commands are argv lists run in the repository root; ``setup`` runs once per fresh
+    repository, untimed. ``unavailable`` holds the reason when the tool can't run, so
+    the suite records "not available" instead of failing.
+    """
+
+    name: str
+    exe: Path
+    setup: list[list[str]]
+    add: list[str]
+    status: list[str]
+    checkout: list[str]
+    store: str
+    before_checkout: list[list[str]] = field(default_factory=list)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    unavailable: str | None = None
+    version: str = "?"
+
+    def env(self, repo: Path) -> dict[str, str]:
+        """Per-repository environment (keeps tool state local to the throwaway repo)."""
+        return dict(self.env_vars)
+
+    def argv(self, cmd: list[str]) -> list[str]:
+        return [str(self.exe), *cmd]
+
+
+@dataclass
+class DvcTool(VcsTool):
+    """DVC with analytics/updater off and its site cache inside the work area.
+
+    DVC keeps hash/state databases in a site cache dir keyed by repo path; pointing it
+    into the per-repo work dir makes every "cold" add really cold and leaves /var/tmp
+    clean.
+    """
+
+    def env(self, repo: Path) -> dict[str, str]:
+        return {**self.env_vars, "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc-site-cache")}
+
+
+def dvc_tool(venv: Path) -> DvcTool:
+    exe = venv / "bin" / "dvc"
+    tool = DvcTool(
+        name="dvc",
+        exe=exe,
+        setup=[["init", "-q"], ["config", "core.analytics", "false"],
+               ["config", "core.check_update", "false"], ["config", "cache.type", "copy"]],
+        add=["add", "data"],
+        status=["status"],
+        checkout=["checkout"],
+        store=".dvc/cache",
+        env_vars={"DVC_NO_ANALYTICS": "1"},
+    )
+    if not exe.exists():
+        tool.unavailable = f"dvc not installed at {exe}"
+    else:
+        tool.version = command_version([str(exe), "--version"], tool.env_vars) or "?"
+    return tool
+
+
+def cas_tool(exe: Path, project_python: Path | None) -> VcsTool:
+    tool = VcsTool(
+        name="cas",
+        exe=exe,
+        setup=[["init"]],
+        add=["add", "data"],
+        status=["status"],
+        checkout=["checkout"],
+        store=".cas/store",
+    )
+    if not exe.exists():
+        tool.unavailable = f"cas not available ({exe} does not exist)"
+        return tool
+    version = command_version([str(exe), "--version"])
+    if version is None and project_python is not None:
+        version = command_version([str(project_python), "-c",
+                                   "import cas; print(cas.__version__)"])
+    tool.version = version or "?"
+    return tool
+
+
+def ensure_dvc_venv(venv: Path, log_file: Path) -> str | None:
+    """Create ``bench/.venv-dvc`` with ``dvc==3.*`` if missing; returns an error or None.
+
+    DVC lives in its own venv so its large dependency tree never touches the project's.
+    """
+    if (venv / "bin" / "dvc").exists():
+        return None
+    python = shutil.which("python3") or sys.executable
+    print(f"installing dvc==3.* into {venv} (one-time, logs in {log_file}) ...", flush=True)
+    with open(log_file, "wb") as out:
+        for argv in ([python, "-m", "venv", str(venv)],
+                     [str(venv / "bin" / "pip"), "install", "-q", "dvc==3.*"]):
+            try:
+                res = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=1800,
+                                     stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"`{shlex.join(argv)}` failed: {exc}"
+            if res.returncode != 0:
+                return f"`{shlex.join(argv)}` exited {res.returncode} (see {log_file})"
+    return None

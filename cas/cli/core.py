@@ -1,0 +1,146 @@
+"""Core commands: init, add, status, checkout, diff, ls, fsck."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from cas.cli.output import RichProgress, emit_json, human, say
+from cas.repo import Repo
+
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("add")(add)
+    app.command("status")(status)
+    app.command("checkout")(checkout)
+    app.command("diff")(diff)
+    app.command("ls")(ls)
+    app.command("fsck")(fsck)
+
+
+def init() -> None:
+    """Create .cas/ in this Git repository (idempotent) and stage its config."""
+    repo = Repo.init()
+    say(f"initialised cas in {repo.root} (config staged: .cas/config)")
+
+
+def add(
+    targets: list[Path] = typer.Argument(..., help="Folders or files to track."),
+    json_out: bool = JSON,
+) -> None:
+    """Chunk TARGETS into the store, write TARGET.cas, git-ignore TARGET, stage both."""
+    repo = Repo.discover()
+    results = repo.add(targets, progress=RichProgress())
+    if json_out:
+        emit_json([asdict(r) for r in results])
+        return
+    for r in results:
+        say(
+            f"{r.pointer}: {r.files} files, {human(r.size)}, "
+            f"{r.hashed_files} hashed, {human(r.new_bytes)} new in the store"
+        )
+
+
+def status(
+    targets: list[Path] = typer.Argument(None, help="Pointers or targets (default: all)."),
+    json_out: bool = JSON,
+) -> None:
+    """How each tracked dataset differs from its pointer."""
+    results = Repo.discover().status(targets or [])
+    if json_out:
+        emit_json([asdict(r) for r in results])
+    else:
+        for r in results:
+            if r.state == "modified":
+                say(
+                    f"{r.pointer}: modified ({r.modified} modified, {r.added} added, "
+                    f"{r.deleted} deleted)"
+                )
+                for c in r.changes[:50]:
+                    say(f"    {c.change:9} {c.path}")
+                if len(r.changes) > 50:
+                    say(f"    ... and {len(r.changes) - 50} more ('cas status --json' lists all)")
+            elif r.state in ("missing", "error"):
+                say(f"{r.pointer}: {r.state}: {r.message}")
+            else:
+                say(f"{r.pointer}: {r.state}")
+    if any(r.state == "error" for r in results):
+        raise typer.Exit(2)
+
+
+def checkout(
+    targets: list[Path] = typer.Argument(
+        None, help="Pointers, targets or paths inside a tracked folder (default: all)."
+    ),
+    rev: str = typer.Option(None, "--rev", "-r", help="Take pointers from this Git revision."),
+    force: bool = typer.Option(False, "--force", "-f", help="Discard unsaved data in the way."),
+    json_out: bool = JSON,
+) -> None:
+    """Make the data equal to its pointers (of the worktree, or of --rev)."""
+    results = Repo.discover().checkout(targets or [], rev=rev, force=force, progress=RichProgress())
+    if json_out:
+        emit_json([asdict(r) for r in results])
+        return
+    for r in results:
+        say(
+            f"{r.pointer}: {r.written} written ({human(r.bytes_written)}), "
+            f"{r.deleted} deleted, {r.unchanged} unchanged"
+        )
+
+
+def diff(
+    rev_a: str = typer.Argument("HEAD", help="Old revision."),
+    rev_b: str = typer.Argument(None, help="New revision (default: the worktree pointers)."),
+    targets: list[Path] = typer.Option(None, "--target", "-t", help="Limit to these targets."),
+    json_out: bool = JSON,
+) -> None:
+    """Per-file changes between two revisions: added / modified / deleted, with sizes."""
+    changes = Repo.discover().diff(rev_a, rev_b, targets or [])
+    if json_out:
+        emit_json([asdict(c) for c in changes])
+        return
+    for c in changes:
+        sizes = {
+            "added": human(c.new_size or 0),
+            "deleted": human(c.old_size or 0),
+            "modified": f"{human(c.old_size or 0)} -> {human(c.new_size or 0)}",
+        }[c.change]
+        say(f"{c.change:9} {c.path}  ({sizes})")
+
+
+def ls(
+    targets: list[Path] = typer.Argument(None, help="Pointers or targets (default: all)."),
+    rev: str = typer.Option(None, "--rev", "-r", help="Git revision to list."),
+    json_out: bool = JSON,
+) -> None:
+    """Path, size and BLAKE3 of every tracked file (b3sum of a checked-out file matches)."""
+    listing = Repo.discover().ls(targets or [], rev)
+    if json_out:
+        emit_json(listing)
+        return
+    for item in listing:
+        say(f"{item['hash']}  {item['size']:>12}  {item['path']}")
+
+
+def fsck(json_out: bool = JSON) -> None:
+    """Re-hash every object in the local store; exit 1 on any corruption."""
+    result = Repo.discover().fsck()
+    if json_out:
+        emit_json({**asdict(result), "ok": result.ok})
+    else:
+        for problem in result.corrupt:
+            say(f"corrupt: {problem}")
+        say(
+            f"checked {result.packs} packs ({result.chunks} chunks, "
+            f"{human(result.bytes_checked)}) and {result.manifests} manifests: "
+            + ("ok" if result.ok else f"{len(result.corrupt)} problems")
+            + (f"; {result.missing_chunks} referenced chunks not local ('cas pull' fetches them)"
+               if result.missing_chunks else "")
+        )
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,308 @@
+"""ObjectStore: chunks packed into immutable packs, manifests as objects, all verified on read.
+
+Terms (the format is in docs/format.md):
+- chunk: a piece of file content; its id is BLAKE3 of its bytes.
+- pack: many chunks concatenated, then a trailer listing (id, offset, length) of each. Creating one
+  file per 4 KiB chunk costs what ``cp -r`` costs, so chunks travel and rest in packs, as in git
+  and restic. A pack's id is BLAKE3 of its whole bytes.
+- index: ``index/<pack id>`` is a copy of a pack's trailer, so finding a chunk needs no pack read.
+  It is derived data: a missing index file is rebuilt from the pack's trailer.
+- manifest: a Parquet tree stored under its canonical id (see :mod:`cas.manifest`).
+
+Reads check every chunk's hash, so wrong bytes raise :class:`CorruptObjectError` naming the chunk
+and its pack; they are never returned.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cas import hashing
+from cas.errors import CorruptObjectError, ObjectMissingError, StorageError
+from cas.store.local import LocalStore, storage_error
+
+PACK_MAGIC = b"CASPACK1"
+INDEX_MAGIC = b"CASIDX01"
+_ENTRY = struct.Struct("<32sQI")  # chunk id, offset in pack, length
+_TAIL = struct.Struct("<I8s")  # entry count, magic
+PACK_TARGET_SIZE = 32 * 1024 * 1024
+_MAX_OPEN_PACKS = 64
+
+
+@dataclass(frozen=True)
+class Location:
+    pack: str
+    offset: int
+    length: int
+
+
+def pack_key(pack_id: str) -> str:
+    return f"packs/{pack_id[:2]}/{pack_id}"
+
+
+def index_key(pack_id: str) -> str:
+    return f"index/{pack_id}"
+
+
+def manifest_key(manifest_id: str) -> str:
+    return f"manifests/{manifest_id[:2]}/{manifest_id}"
+
+
+def encode_entries(entries: Iterable[tuple[bytes, int, int]]) -> bytes:
+    return b"".join(_ENTRY.pack(cid, off, length) for cid, off, length in entries)
+
+
+def decode_entries(data: bytes, where: str) -> list[tuple[bytes, int, int]]:
+    if len(data) % _ENTRY.size:
+        raise CorruptObjectError(f"{where} is truncated; run 'cas fsck' to find damaged packs")
+    return list(_ENTRY.iter_unpack(data))
+
+
+def pack_trailer(data: bytes, pack_id: str) -> list[tuple[bytes, int, int]]:
+    """The entries a pack's trailer lists, checked against the pack's own length."""
+    where = f"pack {pack_id}"
+    if len(data) < _TAIL.size:
+        raise CorruptObjectError(f"{where} is too short; run 'cas fsck'")
+    count, magic = _TAIL.unpack_from(data, len(data) - _TAIL.size)
+    table_start = len(data) - _TAIL.size - count * _ENTRY.size
+    if magic != PACK_MAGIC or table_start < 0:
+        raise CorruptObjectError(f"{where} has no valid trailer; run 'cas fsck'")
+    entries = decode_entries(data[table_start : len(data) - _TAIL.size], where)
+    for _cid, off, length in entries:
+        if off + length > table_start:
+            raise CorruptObjectError(f"{where} lists a chunk beyond its data; run 'cas fsck'")
+    return entries
+
+
+class PackWriter:
+    """Appends chunks to a temp pack and seals it at PACK_TARGET_SIZE. Sealing (fsync, rename,
+    index write) runs on a background thread so hashing the next files overlaps the disk flush.
+
+    Use as a context manager: leaving the block seals the last pack and waits for every seal, so
+    once it returns every chunk written is durable and findable.
+    """
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self._file: object | None = None
+        self._path: Path | None = None
+        self._entries: list[tuple[bytes, int, int]] = []
+        self._offset = 0
+        self._hasher = hashing.hasher()
+        self._pending: set[bytes] = set()
+        self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-seal")
+        self._sealing: list[Future[None]] = []
+        self.new_bytes = 0
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._seal()
+                for fut in self._sealing:
+                    fut.result()
+            else:
+                self._discard()
+        finally:
+            self._sealer.shutdown(wait=True)
+
+    def has(self, chunk_id: bytes) -> bool:
+        return chunk_id in self._pending or self.objects.has_chunk(chunk_id)
+
+    def add(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
+        """Store a chunk unless the store already has it; True if it was new."""
+        if self.has(chunk_id):
+            return False
+        if self._file is None:
+            self._path = self.objects.local.temp_path()
+            try:
+                self._file = open(self._path, "wb")  # noqa: SIM115 - closed in _seal
+            except OSError as err:
+                raise storage_error(err, "cannot create a pack in the store") from err
+        try:
+            self._file.write(data)  # type: ignore[attr-defined]
+        except OSError as err:
+            self._discard()
+            raise storage_error(err, "cannot write a pack to the store") from err
+        self._hasher.update(data)
+        self._entries.append((chunk_id, self._offset, len(data)))
+        self._pending.add(chunk_id)
+        self._offset += len(data)
+        self.new_bytes += len(data)
+        if self._offset >= PACK_TARGET_SIZE:
+            self._seal()
+        return True
+
+    def _seal(self) -> None:
+        if self._file is None:
+            return
+        trailer = encode_entries(self._entries) + _TAIL.pack(len(self._entries), PACK_MAGIC)
+        f, path, entries = self._file, self._path, self._entries
+        try:
+            f.write(trailer)  # type: ignore[attr-defined]
+            f.flush()  # type: ignore[attr-defined]
+        except OSError as err:
+            self._discard()
+            raise storage_error(err, "cannot write a pack to the store") from err
+        self._hasher.update(trailer)
+        pack_id = self._hasher.hexdigest()
+        self._file, self._path, self._entries = None, None, []
+        self._offset, self._hasher = 0, hashing.hasher()
+        assert path is not None
+        self._sealing.append(self._sealer.submit(self._commit, f, path, pack_id, entries))
+
+    def _commit(
+        self, f: object, path: Path, pack_id: str, entries: list[tuple[bytes, int, int]]
+    ) -> None:
+        try:
+            if self.objects.local.fsync:
+                os.fsync(f.fileno())  # type: ignore[attr-defined]
+            f.close()  # type: ignore[attr-defined]
+            self.objects.local.put_file(pack_key(pack_id), path)
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            raise storage_error(err, "cannot write a pack to the store") from err
+        self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
+        self.objects.register(pack_id, entries)
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            self._file.close()  # type: ignore[attr-defined]
+            assert self._path is not None
+            self._path.unlink(missing_ok=True)
+        self._file, self._path, self._entries = None, None, []
+
+
+class ObjectStore:
+    """Chunks and manifests on a local store. Thread-safe for readers."""
+
+    def __init__(self, local: LocalStore) -> None:
+        self.local = local
+        self._index: dict[bytes, Location] | None = None
+        self._lock = threading.Lock()
+        self._fds: OrderedDict[str, int] = OrderedDict()
+
+    # -- index -------------------------------------------------------------------------------
+    @property
+    def index(self) -> dict[bytes, Location]:
+        """chunk id -> location, loaded on first use (status and unchanged adds never need it)."""
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = self._load_index()
+        return self._index
+
+    def _load_index(self) -> dict[bytes, Location]:
+        index: dict[bytes, Location] = {}
+        indexed = set()
+        for key in self.local.list("index/"):
+            pack_id = key.rsplit("/", 1)[1]
+            data = self.local.get(key)
+            if not data.startswith(INDEX_MAGIC):
+                raise CorruptObjectError(f"index {key} is damaged; delete it and rerun")
+            for cid, off, length in decode_entries(data[len(INDEX_MAGIC) :], key):
+                index[cid] = Location(pack_id, off, length)
+            indexed.add(pack_id)
+        for key in self.local.list("packs/"):
+            pack_id = key.rsplit("/", 1)[1]
+            if pack_id not in indexed:  # sealed but killed before its index was written
+                entries = pack_trailer(self.local.get(key), pack_id)
+                self.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
+                for cid, off, length in entries:
+                    index[cid] = Location(pack_id, off, length)
+        return index
+
+    def register(self, pack_id: str, entries: list[tuple[bytes, int, int]]) -> None:
+        if self._index is None:
+            return  # loaded lazily later, from the index file just written
+        with self._lock:
+            for cid, off, length in entries:
+                self._index[cid] = Location(pack_id, off, length)
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return chunk_id in self.index
+
+    def missing_chunks(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        index = self.index
+        return {cid for cid in chunk_ids if cid not in index}
+
+    def writer(self) -> PackWriter:
+        return PackWriter(self)
+
+    # -- chunk reads -------------------------------------------------------------------------
+    def _fd(self, pack_id: str) -> int:
+        with self._lock:
+            fd = self._fds.get(pack_id)
+            if fd is not None:
+                self._fds.move_to_end(pack_id)
+                return fd
+            try:
+                fd = os.open(self.local.path(pack_key(pack_id)), os.O_RDONLY)
+            except FileNotFoundError:
+                raise ObjectMissingError(
+                    f"pack {pack_id} is listed in the index but missing; run 'cas fsck'"
+                ) from None
+            except OSError as err:
+                raise storage_error(err, f"cannot read pack {pack_id}") from err
+            self._fds[pack_id] = fd
+            if len(self._fds) > _MAX_OPEN_PACKS:
+                _old, old_fd = self._fds.popitem(last=False)
+                os.close(old_fd)
+            return fd
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        loc = self.index.get(chunk_id)
+        if loc is None:
+            raise ObjectMissingError(
+                f"chunk {chunk_id.hex()} is not in the local store; run 'cas pull' to fetch it"
+            )
+        data = os.pread(self._fd(loc.pack), loc.length, loc.offset)
+        if len(data) != loc.length or hashing.digest(data) != chunk_id:
+            raise CorruptObjectError(
+                f"chunk {chunk_id.hex()} in pack {loc.pack} is corrupt; "
+                "run 'cas fsck' and restore the pack from a remote ('cas pull')"
+            )
+        return data
+
+    def iter_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:
+        for cid in chunk_ids:
+            yield self.read_chunk(cid)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    # -- manifests ---------------------------------------------------------------------------
+    def has_manifest(self, manifest_id: str) -> bool:
+        return self.local.exists(manifest_key(manifest_id))
+
+    def put_manifest(self, manifest_id: str, data: bytes) -> None:
+        self.local.put_bytes(manifest_key(manifest_id), data)
+
+    def get_manifest_bytes(self, manifest_id: str) -> bytes:
+        try:
+            return self.local.get(manifest_key(manifest_id))
+        except KeyError:
+            raise ObjectMissingError(
+                f"manifest {manifest_id} is not in the local store; "
+                "run 'cas pull' to fetch it, or check the pointer"
+            ) from None
+        except OSError as err:
+            raise StorageError(f"cannot read manifest {manifest_id}: {err.strerror}") from err
+
+    def pack_ids(self) -> list[str]:
+        return [key.rsplit("/", 1)[1] for key in self.local.list("packs/")]
+
+    def manifest_ids(self) -> list[str]:
+        return [key.rsplit("/", 1)[1] for key in self.local.list("manifests/")]

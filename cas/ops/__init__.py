@@ -1,0 +1,1 @@
+"""One operation per module. Each takes a :class:`cas.repo.Repo` and returns plain data."""

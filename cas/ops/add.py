@@ -1,0 +1,108 @@
+"""``cas add``: working-tree data -> chunks in packs -> manifest -> pointer, staged in Git.
+
+Order makes every crash harmless: packs are sealed (durable, findable) before the manifest that
+names their chunks is written, and the manifest before the pointer that names it. A kill -9 at any
+point leaves at most unreferenced objects or temp files, and rerunning completes the work.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cas import manifest
+from cas.errors import PathError
+from cas.ops.hashfile import hash_file
+from cas.pointer import Pointer
+from cas.progress import Progress, Silent
+from cas.workspace import Entry, entry_of, scan
+
+if TYPE_CHECKING:
+    from cas.repo import Repo, Target
+
+_ALWAYS_TRUSTED = sys.maxsize
+
+
+@dataclass(frozen=True)
+class AddResult:
+    target: str
+    pointer: str
+    manifest: str
+    files: int
+    size: int
+    hashed_files: int
+    new_bytes: int
+    pointer_changed: bool
+
+
+def working_entries(repo: Repo, target: Target) -> tuple[str, list[Entry]]:
+    """The kind of a target in the working tree and its files."""
+    path = repo.abspath(target.path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise PathError(f"{target.path} does not exist; check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        return "dir", scan(path, target.path)
+    if stat.S_ISREG(st.st_mode):
+        return "file", [entry_of(str(path), path.name, st)]
+    raise PathError(f"{target.path} is not a regular file or folder; cas cannot track it")
+
+
+def file_path(repo: Repo, target: Target, kind: str, rel: str) -> str:
+    """Where a manifest row lives, relative to the repository root."""
+    return target.path if kind == "file" else f"{target.path}/{rel}"
+
+
+def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResult:
+    progress = progress or Silent()
+    if repo.git.repo.git.ls_files("--", target.path):
+        raise PathError(
+            f"{target.path} is tracked by Git; run 'git rm -r --cached {target.path}' first"
+        )
+    kind, entries = working_entries(repo, target)
+    snapshot = repo.stat_cache.load(target.path)
+    hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
+    if snapshot and any(hits) and not repo.objects.has_manifest(snapshot.manifest_id):
+        hits = [False] * len(entries)  # the cached manifest is gone (gc): trust nothing
+    total = sum(e.size for e in entries)
+
+    if snapshot and all(hits):
+        manifest_id, hashed, new_bytes = snapshot.manifest_id, 0, 0
+        cache_entries = [(e, _ALWAYS_TRUSTED) for e in entries]
+    else:
+        todo = [e for e, hit in zip(entries, hits) if not hit]
+        progress.start(f"adding {target.path}", sum(e.size for e in todo))
+        new_rows = []
+        cache_entries = [(e, _ALWAYS_TRUSTED) for e, hit in zip(entries, hits) if hit]
+        with repo.objects.writer() as writer:
+            for entry in todo:
+                shown = file_path(repo, target, kind, entry.path)
+                row, after, checked = hash_file(repo.abspath(shown), entry, shown, writer)
+                new_rows.append(row)
+                cache_entries.append((after, checked))
+                progress.advance(entry.size)
+        progress.finish()
+        table = manifest.from_rows(new_rows)
+        if snapshot and any(hits):
+            old = repo.load_manifest(snapshot.manifest_id)
+            kept_paths = pa.array([e.path for e, hit in zip(entries, hits) if hit], pa.string())
+            kept = old.filter(pc.is_in(old.column("path"), value_set=kept_paths))
+            table = pa.concat_tables([kept, table]).sort_by("path")
+        manifest_id = repo.store_manifest(table)
+        hashed, new_bytes = len(todo), writer.new_bytes
+    ptr = Pointer(kind, manifest_id, total, len(entries))
+    with repo.lock():
+        changed = repo.write_pointer(target, ptr)
+        gitignore = repo.ignore(target)
+        repo.git.stage([target.pointer, gitignore])
+    repo.stat_cache.save(target.path, manifest_id, cache_entries)
+    return AddResult(
+        target.path, target.pointer, manifest_id, len(entries), total, hashed, new_bytes, changed
+    )

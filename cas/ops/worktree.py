@@ -1,0 +1,84 @@
+"""What a target's files hold right now, learned as cheaply as possible.
+
+Shared by status, checkout and diff: a file whose stat matches the stat cache is known to hold its
+row of the cached manifest without reading a byte; any other file is hashed (and chunked, so its
+chunks can be checked against the store before anything overwrites it).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from cas import manifest
+from cas.manifest import Row
+from cas.ops.add import file_path
+from cas.ops.hashfile import hash_file
+from cas.workspace import Entry, entry_of, scan
+
+if TYPE_CHECKING:
+    from cas.repo import Repo, Target
+
+TRUSTED = sys.maxsize
+
+
+@dataclass
+class Worktree:
+    """A target's files: their stats, and their content where it was learned."""
+
+    kind: str | None  # "dir", "file", or None when nothing is there
+    entries: list[Entry]
+    rows: dict[str, Row] = field(default_factory=dict)
+    cache_entries: dict[str, tuple[Entry, int]] = field(default_factory=dict)
+    cached_manifest: str | None = None
+    all_cached: bool = False
+
+
+def rows_by_path(table: pa.Table) -> dict[str, Row]:
+    return {r.path: r for r in manifest.to_rows(table)}
+
+
+def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Worktree:
+    """Stat every file; learn its content from the cache or by hashing it.
+
+    When the cache matches every file and names ``expected`` (the manifest the caller compares
+    against), no row is materialised at all: ``all_cached`` says so and the caller takes the
+    fast path.
+    """
+    path = repo.abspath(target.path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return Worktree(None, [])
+    if stat.S_ISDIR(st.st_mode):
+        kind, entries = "dir", scan(path, target.path)
+    else:
+        kind, entries = "file", [entry_of(str(path), path.name, st)]
+    tree = Worktree(kind, entries)
+    snapshot = repo.stat_cache.load(target.path)
+    hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
+    if snapshot and any(hits) and not repo.objects.has_manifest(snapshot.manifest_id):
+        hits = [False] * len(entries)
+    if snapshot and all(hits) and snapshot.manifest_id == expected:
+        tree.all_cached = True
+        tree.cached_manifest = expected
+        return tree
+    cached: dict[str, Row] = {}
+    if snapshot and any(hits):
+        tree.cached_manifest = snapshot.manifest_id
+        cached = rows_by_path(repo.load_manifest(snapshot.manifest_id))
+    for entry, hit in zip(entries, hits):
+        if hit and entry.path in cached:
+            tree.rows[entry.path] = cached[entry.path]
+            tree.cache_entries[entry.path] = (entry, TRUSTED)
+        else:
+            shown = file_path(repo, target, kind, entry.path)
+            row, after, checked = hash_file(repo.abspath(shown), entry, shown, None)
+            tree.rows[entry.path] = row
+            tree.cache_entries[entry.path] = (after, checked)
+    return tree
