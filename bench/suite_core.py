@@ -31,7 +31,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "store_size": ("store size after add", "B"),
     "store_growth": ("store growth after edit", "B"),
     "peak_rss": ("peak RSS (add, cold)", "MiB"),
-    "tree_rss": ("peak RSS sum of process tree (add, sampled)", "MiB"),
 }
 STEPS = ("add_cold", "add_unchanged", "status", "checkout", "add_edit")
 
@@ -77,12 +76,12 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
     ds_name = ds.spec.name
     base = ctx.work_dir / f"{tool.name}-{ds_name}-r{rep}"
     repo = base / "repo"
-    env = tool.env(repo)
     run = ctx.runner
     label = f"{tool.name}-{ds_name}-r{rep}"
     step = "setup"
     rm_tree(base)
     try:
+        env = tool.prepare(base)
         make_git_repo(repo)
         copy_tree(ds.data, repo / "data")
         for cmd in tool.setup:
@@ -96,11 +95,9 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
         os.sync()
 
         step = "add_cold"
-        res = run.check(tool.argv(tool.add), cwd=repo, env=env, label=f"{label}-add-cold",
-                        sample_tree=True)
+        res = run.check(tool.argv(tool.add), cwd=repo, env=env, label=f"{label}-add-cold")
         col.add(ds_name, tool.name, "add_cold", res.seconds)
         col.add(ds_name, tool.name, "peak_rss", res.maxrss_bytes / MiB)
-        col.add(ds_name, tool.name, "tree_rss", res.tree_rss_bytes / MiB)
         col.add(ds_name, tool.name, "store_size", du_bytes(repo / tool.store))
         os.sync()
 

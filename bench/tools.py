@@ -1,13 +1,14 @@
 """Running tools under measurement, and the per-tool adapters (cp, DVC, cas).
 
-Every invocation goes through :func:`run_cmd`: a subprocess in its own session with a
+Every invocation goes through :class:`Runner`: a subprocess in its own session with a
 timeout, output captured to log files (never pipes, so a chatty tool can't block),
-wall time from spawn to reap, and peak memory from ``wait4`` rusage (the same number
-``/usr/bin/time -f %M`` reports: max RSS of the largest process in the tree).
+wall time from spawn to reap, and peak memory as ``/usr/bin/time -f %M`` reports it
+(max RSS of the largest process in the tool's tree).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -20,7 +21,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+TIME_BIN = Path("/usr/bin/time")
+
+# Fallback when GNU time is absent: a tiny launcher that forks the tool, reaps it with
+# wait4 and writes "<maxrss KiB> <seconds>" to argv[1]. Its own start-up is excluded.
+LAUNCHER = """
+import os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+dt = time.perf_counter() - t
+with open(out, "w") as f:
+    f.write(f"{ru.ru_maxrss} {dt}")
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
 
 
 class StepError(Exception):
@@ -35,7 +56,6 @@ class RunResult:
     returncode: int | None
     seconds: float
     maxrss_bytes: int
-    tree_rss_bytes: int
     timed_out: bool
     log_prefix: Path
     spawn_error: str | None = None
@@ -65,87 +85,78 @@ class RunResult:
         return f"`{cmd}` exited {self.returncode}: {self.tail()}"
 
 
-def _session_rss(sid: int) -> int:
-    """Sum of RSS over all live processes of session ``sid`` (best effort, via /proc)."""
-    total = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 21 and int(fields[3]) == sid:
-            total += int(fields[21]) * PAGE
-    return total
-
-
 class Runner:
-    """Spawns measured commands; numbers each one so its logs are easy to find."""
+    """Spawns measured commands; numbers each one so its logs are easy to find.
+
+    Peak memory can't come from the harness's own ``wait4``: on exec Linux folds the
+    parent's high-water RSS into the child's ``ru_maxrss``, so every tool would inherit
+    the harness's ~100 MiB. A small intermediate process (GNU ``time``, else
+    :data:`LAUNCHER`) forks the tool and reports the tool's own figure.
+    """
 
     def __init__(self, log_dir: Path, default_timeout: float) -> None:
         self.log_dir = log_dir
         self.default_timeout = default_timeout
         self.seq = 0
+        self.use_time = TIME_BIN.exists()
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def run(self, argv: Sequence[str], *, cwd: Path, label: str,
-            env: Mapping[str, str] | None = None, timeout: float | None = None,
-            sample_tree: bool = False) -> RunResult:
+            env: Mapping[str, str] | None = None, timeout: float | None = None) -> RunResult:
         """Run ``argv`` to completion (or timeout); never raises for tool failures."""
         self.seq += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
         prefix = self.log_dir / f"{self.seq:04d}-{safe}"
+        rss_file = Path(f"{prefix}.rss")
         timeout = self.default_timeout if timeout is None else timeout
-        full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
+        full_env = {**os.environ, **(env or {})}
         argv = [str(a) for a in argv]
+        if self.use_time:
+            wrapped = [str(TIME_BIN), "-f", "%M", "-o", str(rss_file), *argv]
+        else:
+            wrapped = [sys.executable, "-S", "-c", LAUNCHER, str(rss_file), *argv]
         with open(f"{prefix}.out", "wb") as out, open(f"{prefix}.err", "wb") as err:
             start = time.perf_counter()
             try:
-                proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-                                        stdout=out, stderr=err, start_new_session=True)
+                proc = subprocess.Popen(wrapped, cwd=cwd, env=full_env,
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        start_new_session=True)
             except OSError as exc:
-                return RunResult(argv, None, 0.0, 0, 0, False, prefix, spawn_error=str(exc))
+                return RunResult(argv, None, 0.0, 0, False, prefix, spawn_error=str(exc))
             box: dict[str, object] = {}
 
             def reap() -> None:
+                # wait4 in a thread: exact end time, unlike Popen.wait's polling sleeps.
                 box["wait"] = os.wait4(proc.pid, 0)
                 box["end"] = time.perf_counter()
 
             waiter = threading.Thread(target=reap, daemon=True)
             waiter.start()
-            tree_peak = 0
-            deadline = start + timeout
-            if sample_tree:
-                while waiter.is_alive() and time.perf_counter() < deadline:
-                    tree_peak = max(tree_peak, _session_rss(proc.pid))
-                    waiter.join(0.2)
-            else:
-                waiter.join(timeout)
+            waiter.join(timeout)
             timed_out = waiter.is_alive()
             if timed_out:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 waiter.join()
-            _, status, usage = box["wait"]  # type: ignore[misc]
-            end: float = box["end"]  # type: ignore[assignment]
+            _, status, _ = box["wait"]  # type: ignore[misc]
+            seconds = box["end"] - start  # type: ignore[operator]
             proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
-        maxrss = usage.ru_maxrss * 1024
-        return RunResult(argv, proc.returncode, end - start, maxrss, max(tree_peak, maxrss),
-                         timed_out, prefix)
+        maxrss_kib = 0
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = rss_file.read_text().split()
+            if self.use_time:
+                maxrss_kib = int(fields[-1])
+            else:
+                maxrss_kib, seconds = int(fields[0]), float(fields[1])
+        with open(self.log_dir / "commands.tsv", "a") as index:
+            index.write(f"{prefix.name}\t{proc.returncode}\t{seconds:.3f}\t{maxrss_kib}\t"
+                        f"{shlex.join(argv)}\n")
+        return RunResult(argv, proc.returncode, seconds, maxrss_kib * 1024, timed_out, prefix)
 
     def check(self, argv: Sequence[str], *, cwd: Path, label: str,
-              env: Mapping[str, str] | None = None, timeout: float | None = None,
-              sample_tree: bool = False) -> RunResult:
+              env: Mapping[str, str] | None = None, timeout: float | None = None) -> RunResult:
         """Like :meth:`run` but raises :class:`StepError` when the command fails."""
-        res = self.run(argv, cwd=cwd, label=label, env=env, timeout=timeout,
-                       sample_tree=sample_tree)
+        res = self.run(argv, cwd=cwd, label=label, env=env, timeout=timeout)
         if not res.ok:
             raise StepError(res.describe_failure())
         return res
@@ -212,8 +223,8 @@ class VcsTool:
     unavailable: str | None = None
     version: str = "?"
 
-    def env(self, repo: Path) -> dict[str, str]:
-        """Per-repository environment (keeps tool state local to the throwaway repo)."""
+    def prepare(self, base: Path) -> dict[str, str]:
+        """Create per-repository side state under ``base``; returns the tool's environment."""
         return dict(self.env_vars)
 
     def argv(self, cmd: list[str]) -> list[str]:
@@ -222,15 +233,23 @@ class VcsTool:
 
 @dataclass
 class DvcTool(VcsTool):
-    """DVC with analytics/updater off and its site cache inside the work area.
+    """DVC with analytics/updater off, ``cache.type copy``, and state kept per repo.
 
-    DVC keeps hash/state databases in a site cache dir keyed by repo path; pointing it
-    into the per-repo work dir makes every "cold" add really cold and leaves /var/tmp
-    clean.
+    Settings go in a private global config (one ``dvc config`` call costs ~1 s of
+    start-up). DVC keeps hash/state databases in a site cache dir keyed by repo path;
+    pointing it into the per-repo work dir makes every "cold" add really cold and leaves
+    /var/tmp clean.
     """
 
-    def env(self, repo: Path) -> dict[str, str]:
-        return {**self.env_vars, "DVC_SITE_CACHE_DIR": str(repo.parent / "dvc-site-cache")}
+    config: str = "[core]\n    analytics = false\n    check_update = false\n" \
+                  "[cache]\n    type = copy\n"
+
+    def prepare(self, base: Path) -> dict[str, str]:
+        conf = base / "dvc-global-config"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "config").write_text(self.config)
+        return {**self.env_vars, "DVC_GLOBAL_CONFIG_DIR": str(conf),
+                "DVC_SITE_CACHE_DIR": str(base / "dvc-site-cache")}
 
 
 def dvc_tool(venv: Path) -> DvcTool:
@@ -238,8 +257,7 @@ def dvc_tool(venv: Path) -> DvcTool:
     tool = DvcTool(
         name="dvc",
         exe=exe,
-        setup=[["init", "-q"], ["config", "core.analytics", "false"],
-               ["config", "core.check_update", "false"], ["config", "cache.type", "copy"]],
+        setup=[["init", "-q"]],
         add=["add", "data"],
         status=["status"],
         checkout=["checkout"],

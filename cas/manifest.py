@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from cas import hashing
 from cas.errors import CorruptObjectError, ManifestError
+from cas.rows import Row, check_path
 
 FORMAT = "cas-manifest"
 VERSION = 1
@@ -38,32 +38,6 @@ SCHEMA = pa.schema(
     metadata={b"format": FORMAT.encode(), b"version": str(VERSION).encode()},
 )
 MAX_ROWS = 100_000_000
-
-
-@dataclass(frozen=True)
-class Row:
-    """One file of a manifest, as the ops layer handles it."""
-
-    path: str
-    size: int
-    hash: bytes
-    executable: bool
-    chunks: tuple[tuple[bytes, int], ...]
-
-
-def check_path(path: str) -> None:
-    """Refuse any path that could escape or alias inside a checkout."""
-    if (
-        not path
-        or "\x00" in path
-        or "\\" in path
-        or path.startswith("/")
-        or (len(path) > 1 and path[1] == ":")
-    ):
-        raise ManifestError(f"unsafe path in manifest: {path!r}; the manifest may be hostile")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise ManifestError(f"unsafe path in manifest: {path!r}; the manifest may be hostile")
 
 
 def from_rows(rows: Iterable[Row]) -> pa.Table:
@@ -139,7 +113,10 @@ def canonical_id(table: pa.Table) -> str:
         ("path.data", data),
         ("size", t.column("size").to_numpy().astype("<u8").tobytes()),
         ("hash", b"".join(_fixed(t.column("hash")))),
-        ("executable", t.column("executable").to_numpy(zero_copy_only=False).astype("u1").tobytes()),
+        (
+            "executable",
+            t.column("executable").to_numpy(zero_copy_only=False).astype("u1").tobytes(),
+        ),
         ("chunks.offsets", (c_offs - c_start).tobytes()),
         ("chunks.id", b"".join(_fixed(flat.field("id"))) if flat is not None else b""),
         (

@@ -4,7 +4,7 @@ Terms (the format is in docs/format.md):
 - chunk: a piece of file content; its id is BLAKE3 of its bytes.
 - pack: many chunks concatenated, then a trailer listing (id, offset, length) of each. Creating one
   file per 4 KiB chunk costs what ``cp -r`` costs, so chunks travel and rest in packs, as in git
-  and restic. A pack's id is BLAKE3 of its whole bytes.
+  and restic. A pack's id is BLAKE3 of its trailer (the chunk ids in it commit to the content).
 - index: ``index/<pack id>`` is a copy of a pack's trailer, so finding a chunk needs no pack read.
   It is derived data: a missing index file is rebuilt from the pack's trailer.
 - manifest: a Parquet tree stored under its canonical id (see :mod:`cas.manifest`).
@@ -65,6 +65,11 @@ def decode_entries(data: bytes, where: str) -> list[tuple[bytes, int, int]]:
     return list(_ENTRY.iter_unpack(data))
 
 
+def trailer_bytes(data: bytes, count: int) -> bytes:
+    """The trailer of a pack holding ``count`` chunks: what the pack id hashes."""
+    return data[len(data) - _TAIL.size - count * _ENTRY.size :]
+
+
 def pack_trailer(data: bytes, pack_id: str) -> list[tuple[bytes, int, int]]:
     """The entries a pack's trailer lists, checked against the pack's own length."""
     where = f"pack {pack_id}"
@@ -81,22 +86,33 @@ def pack_trailer(data: bytes, pack_id: str) -> list[tuple[bytes, int, int]]:
     return entries
 
 
-class PackWriter:
-    """Appends chunks to a temp pack and seals it at PACK_TARGET_SIZE. Sealing (fsync, rename,
-    index write) runs on a background thread so hashing the next files overlaps the disk flush.
+class _OpenPack:
+    """A pack being filled by one thread: a temp file and the entries written so far."""
 
-    Use as a context manager: leaving the block seals the last pack and waits for every seal, so
-    once it returns every chunk written is durable and findable.
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed when sealed
+        self.entries: list[tuple[bytes, int, int]] = []
+        self.offset = 0
+
+
+class PackWriter:
+    """Appends chunks to temp packs and seals each at PACK_TARGET_SIZE. Each thread fills its
+    own pack, so two hashing threads never wait for each other's writes. Sealing (fsync when
+    configured, rename, index write) runs on a background thread.
+
+    Use as a context manager: leaving the block seals every open pack and waits for every seal,
+    so once it returns every chunk written is durable and findable. A pack's id is BLAKE3 of its
+    trailer, which lists each chunk's id, offset and length: the chunk ids already commit to the
+    content, so the data is not hashed a second time.
     """
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
-        self._file: object | None = None
-        self._path: Path | None = None
-        self._entries: list[tuple[bytes, int, int]] = []
-        self._offset = 0
-        self._hasher = hashing.hasher()
+        self._local = threading.local()
+        self._open: list[_OpenPack] = []
         self._pending: set[bytes] = set()
+        self._lock = threading.Lock()
         self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-seal")
         self._sealing: list[Future[None]] = []
         self.new_bytes = 0
@@ -107,79 +123,65 @@ class PackWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if exc_type is None:
-                self._seal()
+                for pack in list(self._open):
+                    self._seal(pack)
                 for fut in self._sealing:
                     fut.result()
             else:
-                self._discard()
+                for pack in self._open:
+                    pack.file.close()
+                    pack.path.unlink(missing_ok=True)
         finally:
             self._sealer.shutdown(wait=True)
 
-    def has(self, chunk_id: bytes) -> bool:
-        return chunk_id in self._pending or self.objects.has_chunk(chunk_id)
-
     def add(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
         """Store a chunk unless the store already has it; True if it was new."""
-        if self.has(chunk_id):
-            return False
-        if self._file is None:
-            self._path = self.objects.local.temp_path()
-            try:
-                self._file = open(self._path, "wb")  # noqa: SIM115 - closed in _seal
-            except OSError as err:
-                raise storage_error(err, "cannot create a pack in the store") from err
+        with self._lock:
+            if chunk_id in self._pending or self.objects.has_chunk(chunk_id):
+                return False
+            self._pending.add(chunk_id)
+            self.new_bytes += len(data)
+        pack: _OpenPack | None = getattr(self._local, "pack", None)
         try:
-            self._file.write(data)  # type: ignore[attr-defined]
+            if pack is None:
+                pack = _OpenPack(self.objects.local.temp_path())
+                self._local.pack = pack
+                with self._lock:
+                    self._open.append(pack)
+            pack.file.write(data)
         except OSError as err:
-            self._discard()
             raise storage_error(err, "cannot write a pack to the store") from err
-        self._hasher.update(data)
-        self._entries.append((chunk_id, self._offset, len(data)))
-        self._pending.add(chunk_id)
-        self._offset += len(data)
-        self.new_bytes += len(data)
-        if self._offset >= PACK_TARGET_SIZE:
-            self._seal()
+        pack.entries.append((chunk_id, pack.offset, len(data)))
+        pack.offset += len(data)
+        if pack.offset >= PACK_TARGET_SIZE:
+            self._local.pack = None
+            self._seal(pack)
         return True
 
-    def _seal(self) -> None:
-        if self._file is None:
-            return
-        trailer = encode_entries(self._entries) + _TAIL.pack(len(self._entries), PACK_MAGIC)
-        f, path, entries = self._file, self._path, self._entries
+    def _seal(self, pack: _OpenPack) -> None:
+        with self._lock:
+            self._open.remove(pack)
+        trailer = encode_entries(pack.entries) + _TAIL.pack(len(pack.entries), PACK_MAGIC)
         try:
-            f.write(trailer)  # type: ignore[attr-defined]
-            f.flush()  # type: ignore[attr-defined]
+            pack.file.write(trailer)
         except OSError as err:
-            self._discard()
+            pack.file.close()
+            pack.path.unlink(missing_ok=True)
             raise storage_error(err, "cannot write a pack to the store") from err
-        self._hasher.update(trailer)
-        pack_id = self._hasher.hexdigest()
-        self._file, self._path, self._entries = None, None, []
-        self._offset, self._hasher = 0, hashing.hasher()
-        assert path is not None
-        self._sealing.append(self._sealer.submit(self._commit, f, path, pack_id, entries))
+        pack_id = hashing.digest(trailer).hex()
+        self._sealing.append(self._sealer.submit(self._commit, pack, pack_id))
 
-    def _commit(
-        self, f: object, path: Path, pack_id: str, entries: list[tuple[bytes, int, int]]
-    ) -> None:
+    def _commit(self, pack: _OpenPack, pack_id: str) -> None:
         try:
             if self.objects.local.fsync:
-                os.fsync(f.fileno())  # type: ignore[attr-defined]
-            f.close()  # type: ignore[attr-defined]
-            self.objects.local.put_file(pack_key(pack_id), path)
+                os.fsync(pack.file.fileno())
+            pack.file.close()
+            self.objects.local.put_file(pack_key(pack_id), pack.path)
         except OSError as err:
-            path.unlink(missing_ok=True)
+            pack.path.unlink(missing_ok=True)
             raise storage_error(err, "cannot write a pack to the store") from err
-        self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
-        self.objects.register(pack_id, entries)
-
-    def _discard(self) -> None:
-        if self._file is not None:
-            self._file.close()  # type: ignore[attr-defined]
-            assert self._path is not None
-            self._path.unlink(missing_ok=True)
-        self._file, self._path, self._entries = None, None, []
+        self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(pack.entries))
+        self.objects.register(pack_id, pack.entries)
 
 
 class ObjectStore:

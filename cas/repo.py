@@ -21,10 +21,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from cas import manifest, pointer
+from cas import pointer
+from cas.config import Config, write_default
+from cas.errors import LockedError, NotARepoError, PathError, UsageError
+from cas.gitio import GitRepo
+from cas.objects import ObjectStore
 from cas.ops import add as add_op
 from cas.ops import checkout as checkout_op
 from cas.ops import diff as diff_op
@@ -36,12 +39,11 @@ from cas.ops.compare import FileChange, expected_rows
 from cas.ops.fsck import FsckResult
 from cas.ops.status import TargetStatus
 from cas.progress import Progress
-from cas.config import Config, write_default
-from cas.errors import LockedError, NotARepoError, PathError, UsageError
-from cas.gitio import GitRepo
-from cas.objects import ObjectStore
 from cas.state import StatCache
 from cas.store.local import LocalStore, storage_error
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CAS_DIR = ".cas"
 _CAS_GITIGNORE = "/store/\n/state/\n/tmp/\n/config.local\n/lock\n"
@@ -67,7 +69,7 @@ class Repo:
         store_dir = self.config.get("core", "store")
         store_root = (self.root / store_dir) if store_dir else self.cas_dir / "store"
         self.local = LocalStore(
-            store_root.resolve(), fsync=self.config.get_bool("core", "fsync", True)
+            store_root.resolve(), fsync=self.config.get_bool("core", "fsync", False)
         )
         self.objects = ObjectStore(self.local)
         self.stat_cache = StatCache(self.cas_dir / "state")
@@ -124,8 +126,10 @@ class Repo:
         """Targets named by ``args``, or every pointer (at ``rev`` or in the worktree)."""
         if args:
             return [self.target(a, cwd) for a in args]
-        paths = self.git.files_at(rev, pointer.SUFFIX) if rev else self.git.worktree_files(
-            pointer.SUFFIX
+        paths = (
+            self.git.files_at(rev, pointer.SUFFIX)
+            if rev
+            else self.git.worktree_files(pointer.SUFFIX)
         )
         return [Target(pointer.target_of(p), p) for p in paths]
 
@@ -155,9 +159,13 @@ class Repo:
         return True
 
     def load_manifest(self, manifest_id: str) -> pa.Table:
+        from cas import manifest  # lazily: see cas.rows
+
         return manifest.decode(self.objects.get_manifest_bytes(manifest_id), manifest_id)
 
     def store_manifest(self, table: pa.Table) -> str:
+        from cas import manifest  # lazily: see cas.rows
+
         manifest_id = manifest.canonical_id(table)
         if not self.objects.has_manifest(manifest_id):
             self.objects.put_manifest(manifest_id, manifest.encode(table))

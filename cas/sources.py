@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -113,9 +113,12 @@ def parse_source(url: str) -> SourceURL:
                 secrets += [value, quote(value, safe="")]
         else:
             kept.append((key, value))
-    redacted = urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), parts.fragment))
-    if kind != "sqlite" and not netloc and parts.path in ("", "/") and url.endswith(":"):
-        redacted += "//"
+    # urlunsplit would turn sqlite:///app.db into sqlite:/app.db: rebuild it by hand
+    redacted = f"{parts.scheme}://{netloc}{parts.path}"
+    if kept:
+        redacted += "?" + urlencode(kept)
+    if parts.fragment:
+        redacted += "#" + parts.fragment
     return SourceURL(
         raw=url, kind=kind, redacted=redacted, secrets=tuple(s for s in set(secrets) if s)
     )
@@ -391,22 +394,39 @@ class PostgresConnection(Connection):
             info = self._conn.adbc_get_info()
             self.server_version = _pg_version(str(info.get("vendor_version", "")))
             with contextlib.closing(self._conn.cursor()) as cur:
-                # The same query text must mean the same rows wherever it runs: timestamps
+                # The same query text must mean the same rows wherever it runs: timestamp
                 # literals like '2026-11-01' are read in the session time zone.
                 cur.execute("SET TIME ZONE 'UTC'")
+                # A snapshot must never change its source (the transaction that runs the
+                # query is also rolled back, never committed).
+                cur.execute("SET default_transaction_read_only = on")
+            self._conn.commit()  # the settings hold for the next transaction: the query's
         except self._adbc.Error as err:
             self._conn.close()
             raise StorageError(f"cannot set up {source.redacted}: {self._message(err)}") from None
 
     def _message(self, err: BaseException) -> str:
-        text = re.sub(r"^\w+: (\[libpq\] )?", "", str(err))
-        text = text.replace("Failed to connect: ", "")
+        text = re.sub(r"^\w+: ", "", str(err))
+        for noise in (
+            "[libpq] ",
+            "Failed to connect: ",
+            "Failed to prepare query: ",
+            "Failed to execute query: ",
+            "could not begin COPY: ",
+            "Execution error [PGRES_FATAL_ERROR]: ",
+        ):
+            text = text.replace(noise, "")
         return self.source.scrub(one_line(text))
 
     def _translate(self, err: BaseException) -> CasError:
         """The server rejecting the query is a usage error; losing the server is a storage one."""
         message = self._message(err)
         adbc = self._adbc
+        if "ReadRecord failed" in message and "record type" in message:
+            return UsageError(
+                f"query failed on {self.source.redacted}: the driver cannot read composite "
+                f"(ROW/record) values ({message}); convert them in the query, e.g. to_jsonb(...)"
+            )
         query_problem = isinstance(
             err, adbc.ProgrammingError | adbc.DataError | adbc.IntegrityError
         ) or ("ERROR:" in str(err) and "FATAL:" not in str(err))

@@ -5,23 +5,26 @@ hashes nothing. It is a cache only: deleting ``.cas/state/`` changes no result, 
 Racy entries are never recorded: a file whose mtime is too close to the moment it was checked
 could be modified again within the same timestamp tick without any visible stat change. The
 margin is 50 ms on filesystems with sub-second timestamps and 2 s on those without.
+
+The file is a small binary format read with the stdlib alone (no numpy or pyarrow import on the
+fast path): a JSON header line, then the NUL-separated paths, then an array of signed 64-bit
+(size, mtime_ns, inode) triples in native byte order. It is machine-local, never shared.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.feather as feather
-
 from cas import hashing
+from cas.store.local import storage_error
 from cas.workspace import Entry, temp_name
 
-VERSION = b"1"
+VERSION = 1
 _FINE_MARGIN_NS = 50_000_000
 _COARSE_MARGIN_NS = 2_000_000_000
 
@@ -32,29 +35,33 @@ def trustworthy(mtime_ns: int, checked_ns: int) -> bool:
     return mtime_ns < checked_ns - (_COARSE_MARGIN_NS if coarse else _FINE_MARGIN_NS)
 
 
+def _triples(entries: Iterable[Entry]) -> array:
+    values = array("q")
+    for e in entries:
+        values.extend((e.size, e.mtime_ns, e.ino))
+    return values
+
+
 @dataclass
 class StatSnapshot:
     """What the cache knows about one target."""
 
     manifest_id: str
     paths: list[str]
-    sizes: np.ndarray
-    mtimes: np.ndarray
-    inos: np.ndarray
+    stats: array  # flat (size, mtime_ns, ino) triples, aligned with paths
 
     def matching(self, entries: list[Entry]) -> list[bool]:
-        """For each entry, whether its stat matches the cached one (same path, size, mtime,
-        inode). Vectorised when the file list is unchanged, the common case."""
+        """For each entry, whether its stat matches the cached one. One C-level comparison when
+        nothing changed, the common case."""
         if [e.path for e in entries] == self.paths:
-            sizes = np.fromiter((e.size for e in entries), np.uint64, len(entries))
-            mtimes = np.fromiter((e.mtime_ns for e in entries), np.int64, len(entries))
-            inos = np.fromiter((e.ino for e in entries), np.uint64, len(entries))
-            same = (sizes == self.sizes) & (mtimes == self.mtimes) & (inos == self.inos)
-            return same.tolist()
-        known = {
-            p: (int(s), int(m), int(i))
-            for p, s, m, i in zip(self.paths, self.sizes, self.mtimes, self.inos)
-        }
+            if _triples(entries) == self.stats:
+                return [True] * len(entries)
+            s = self.stats
+            return [
+                e.stat_key == (s[3 * i], s[3 * i + 1], s[3 * i + 2]) for i, e in enumerate(entries)
+            ]
+        s = self.stats
+        known = {p: (s[3 * i], s[3 * i + 1], s[3 * i + 2]) for i, p in enumerate(self.paths)}
         return [known.get(e.path) == e.stat_key for e in entries]
 
 
@@ -66,48 +73,51 @@ class StatCache:
         return self.folder / hashing.digest(target.encode()).hex()[:32]
 
     def load(self, target: str) -> StatSnapshot | None:
-        path = self._file(target)
+        """The cached snapshot, or None; a damaged or foreign file is ignored (lost speed only)."""
         try:
-            table = feather.read_table(path)
+            data = self._file(target).read_bytes()
         except FileNotFoundError:
             return None
-        except (pa.ArrowInvalid, OSError):
-            path.unlink(missing_ok=True)  # a damaged cache is only lost speed
+        try:
+            head, _, rest = data.partition(b"\n")
+            meta = json.loads(head)
+            if meta.get("version") != VERSION or meta.get("target") != target:
+                return None
+            count, paths_len = int(meta["count"]), int(meta["paths_bytes"])
+            paths = rest[:paths_len].decode("utf-8").split("\0") if count else []
+            stats = array("q")
+            stats.frombytes(rest[paths_len:])
+            if len(paths) != count or len(stats) != 3 * count:
+                return None
+            return StatSnapshot(str(meta["manifest"]), paths, stats)
+        except (ValueError, KeyError, TypeError):
             return None
-        meta = table.schema.metadata or {}
-        if meta.get(b"version") != VERSION or meta.get(b"target") != target.encode():
-            return None
-        return StatSnapshot(
-            meta[b"manifest"].decode(),
-            table.column("path").to_pylist(),
-            table.column("size").to_numpy(),
-            table.column("mtime_ns").to_numpy(),
-            table.column("ino").to_numpy(),
-        )
 
     def save(self, target: str, manifest_id: str, entries: Iterable[tuple[Entry, int]]) -> None:
         """Record entries (each with the time its stat was taken) that are not racy."""
-        kept = [e for e, checked in entries if trustworthy(e.mtime_ns, checked)]
-        table = pa.table(
-            {
-                "path": pa.array([e.path for e in kept], pa.string()),
-                "size": pa.array([e.size for e in kept], pa.uint64()),
-                "mtime_ns": pa.array([e.mtime_ns for e in kept], pa.int64()),
-                "ino": pa.array([e.ino for e in kept], pa.uint64()),
-            }
-        ).replace_schema_metadata(
-            {b"version": VERSION, b"target": target.encode(), b"manifest": manifest_id.encode()}
+        kept = sorted(
+            (e for e, checked in entries if trustworthy(e.mtime_ns, checked)), key=lambda e: e.path
         )
-        self.folder.mkdir(parents=True, exist_ok=True)
+        paths = "\0".join(e.path for e in kept).encode("utf-8")
+        head = {
+            "version": VERSION,
+            "target": target,
+            "manifest": manifest_id,
+            "count": len(kept),
+            "paths_bytes": len(paths),
+        }
         final = self._file(target)
         tmp = temp_name(final)
         try:
-            feather.write_feather(table, tmp, compression="uncompressed")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(json.dumps(head).encode() + b"\n" + paths)
+                _triples(kept).tofile(f)
             os.replace(tmp, final)
-        except OSError:
+        except OSError as err:
             tmp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)  # a stale cache must not survive a failed update
-            raise
+            raise storage_error(err, f"cannot write the stat cache in {self.folder}") from err
 
     def drop(self, target: str) -> None:
         self._file(target).unlink(missing_ok=True)

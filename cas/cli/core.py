@@ -139,8 +139,11 @@ def fsck(json_out: bool = JSON) -> None:
             f"checked {result.packs} packs ({result.chunks} chunks, "
             f"{human(result.bytes_checked)}) and {result.manifests} manifests: "
             + ("ok" if result.ok else f"{len(result.corrupt)} problems")
-            + (f"; {result.missing_chunks} referenced chunks not local ('cas pull' fetches them)"
-               if result.missing_chunks else "")
+            + (
+                f"; {result.missing_chunks} referenced chunks not local ('cas pull' fetches them)"
+                if result.missing_chunks
+                else ""
+            )
         )
     if not result.ok:
         raise typer.Exit(1)

@@ -13,14 +13,12 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from cas import manifest
 from cas.errors import PathError
 from cas.ops.hashfile import hash_file
+from cas.parallel import bounded_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
+from cas.rows import Row
 from cas.workspace import Entry, entry_of, scan
 
 if TYPE_CHECKING:
@@ -82,13 +80,22 @@ def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResu
         new_rows = []
         cache_entries = [(e, _ALWAYS_TRUSTED) for e, hit in zip(entries, hits) if hit]
         with repo.objects.writer() as writer:
-            for entry in todo:
+
+            def one(entry: Entry) -> tuple[Row, Entry, int]:
                 shown = file_path(repo, target, kind, entry.path)
-                row, after, checked = hash_file(repo.abspath(shown), entry, shown, writer)
+                return hash_file(repo.abspath(shown), entry, shown, writer)
+
+            for row, after, checked in bounded_map(one, todo):
                 new_rows.append(row)
                 cache_entries.append((after, checked))
-                progress.advance(entry.size)
+                progress.advance(row.size)
         progress.finish()
+        # pyarrow is imported only here: an unchanged re-add must not pay its import time
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from cas import manifest
+
         table = manifest.from_rows(new_rows)
         if snapshot and any(hits):
             old = repo.load_manifest(snapshot.manifest_id)

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 from cas import hashing
 from cas.errors import ConflictError, CorruptObjectError, ObjectMissingError, PathError
-from cas.manifest import Row
-from cas.pointer import Pointer
 from cas.ops.compare import expected_rows
 from cas.ops.worktree import read_worktree
+from cas.pointer import Pointer
 from cas.progress import Progress, Silent
+from cas.rows import Row
 from cas.store.local import storage_error
 from cas.workspace import Entry, entry_of, temp_name
 

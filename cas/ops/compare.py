@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from cas.manifest import Row
 from cas.ops.worktree import rows_by_path
 from cas.pointer import Pointer
+from cas.rows import Row
 
 if TYPE_CHECKING:
     from cas.repo import Repo, Target
@@ -33,10 +33,9 @@ def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> dict[str, Row]:
     return rows
 
 
-def changes(
-    prefix: str, kind: str, old: dict[str, Row], new: dict[str, Row]
-) -> list[FileChange]:
+def changes(prefix: str, kind: str, old: dict[str, Row], new: dict[str, Row]) -> list[FileChange]:
     """Per-file differences from ``old`` to ``new``, sorted by path."""
+
     def shown(p: str) -> str:
         return prefix if kind == "file" else f"{prefix}/{p}"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cas.manifest import Row
 from cas.ops.compare import FileChange, changes, expected_rows
+from cas.rows import Row
 
 if TYPE_CHECKING:
     from cas.repo import Repo, Target

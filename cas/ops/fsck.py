@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cas import hashing, manifest
+from cas import hashing
 from cas.errors import CasError
-from cas.objects import pack_key, pack_trailer
+from cas.objects import pack_key, pack_trailer, trailer_bytes
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -40,17 +40,19 @@ def fsck(repo: Repo) -> FsckResult:
         data = local.get(pack_key(pack_id))
         result.packs += 1
         result.bytes_checked += len(data)
-        if hashing.digest(data).hex() != pack_id:
-            result.corrupt.append(f"pack {pack_id}: content does not hash to its name")
         try:
             entries = pack_trailer(data, pack_id)
         except CasError as err:
             result.corrupt.append(str(err))
             continue
+        if hashing.digest(trailer_bytes(data, len(entries))).hex() != pack_id:
+            result.corrupt.append(f"pack {pack_id}: trailer does not hash to its name")
         for cid, off, length in entries:
             result.chunks += 1
             if hashing.digest(data[off : off + length]) != cid:
                 result.corrupt.append(f"chunk {cid.hex()} in pack {pack_id}: wrong bytes")
+    from cas import manifest  # lazily: see cas.rows
+
     known = repo.objects.index
     for manifest_id in repo.objects.manifest_ids():
         result.manifests += 1

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from cas import chunker, hashing
 from cas.errors import FileChangedError, PathError
-from cas.manifest import Row
 from cas.objects import PackWriter
+from cas.rows import Row
 from cas.workspace import Entry, entry_of
 
 SMALL = chunker.MIN_SIZE
 
 
-def hash_file(path: Path, entry: Entry, shown: str, writer: PackWriter | None) -> tuple[Row, Entry, int]:
+def hash_file(
+    path: Path, entry: Entry, shown: str, writer: PackWriter | None
+) -> tuple[Row, Entry, int]:
     """Chunk and hash one file, storing new chunks through ``writer`` (None: hash only).
 
     Returns the manifest row, the stat taken after reading (to detect a concurrent writer) and

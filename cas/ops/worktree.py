@@ -13,15 +13,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from cas import manifest
-from cas.manifest import Row
 from cas.ops.add import file_path
 from cas.ops.hashfile import hash_file
+from cas.rows import Row
 from cas.workspace import Entry, entry_of, scan
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from cas.repo import Repo, Target
 
 TRUSTED = sys.maxsize
@@ -40,6 +39,8 @@ class Worktree:
 
 
 def rows_by_path(table: pa.Table) -> dict[str, Row]:
+    from cas import manifest  # lazily: see cas.rows
+
     return {r.path: r for r in manifest.to_rows(table)}
 
 

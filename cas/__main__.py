@@ -1,0 +1,5 @@
+"""``python -m cas``: the same as the ``cas`` command."""
+
+from cas.cli.main import run
+
+run()
