@@ -152,12 +152,13 @@ def results_table(records: Sequence[Record], *, full_errors: bool = False) -> Ta
     return Table(headers, rows)
 
 
-def goals_table(goals: Sequence[Goal]) -> Table:
+def goals_table(goals: Sequence[Goal], note_limit: int = 70) -> Table:
     """One row per goal with measured value, target and PASS/FAIL/n/a."""
     rows = []
     for g in goals:
         rows.append([g.dataset, g.name, fmt_value(g.measured, g.unit),
-                     f"{g.op} {fmt_value(g.target, g.unit)}", g.status, _short(g.note, 70)])
+                     f"{g.op} {fmt_value(g.target, g.unit)}", g.status,
+                     _short(g.note, note_limit)])
     return Table(["dataset", "goal", "measured", "target", "status", "note"], rows)
 
 
@@ -195,7 +196,7 @@ def render_markdown(meta: dict[str, str], notes: Sequence[str],
     for suite, records, goals in sections:
         out += [f"## Suite `{suite}`", ""]
         if goals:
-            out += ["### Goals", "", goals_table(goals).to_markdown(), ""]
+            out += ["### Goals", "", goals_table(goals, 200).to_markdown(), ""]
         if records:
             out += ["### Measurements", "", results_table(records).to_markdown(), ""]
         errs = errors_of(records)

@@ -164,7 +164,7 @@ def gather_meta(ctx: BenchContext, suites: list[str],
         "git": command_version(["git", "--version"]) or "?",
         "dvc": ctx.dvc.version if ctx.dvc else "not selected",
         "cas": (ctx.cas.unavailable or ctx.cas.version) if ctx.cas else "not selected",
-        "cas commit": head or "none",
+        "repo commit": head or "none",
         "size / seed": f"{ctx.size} / {ctx.seed}",
         "suites": ", ".join(suites),
         "load average at start": " ".join(f"{x:.2f}" for x in load),
@@ -228,12 +228,13 @@ def main(argv: list[str]) -> int:
         *(["`--size small`: a smoke run on ~20x smaller data; the targets are defined for "
            "`--size full`, so PASS/FAIL here is indicative only."] if args.size == "small"
           else []),
-        "Method: each tool runs in a fresh git repo holding an untimed copy of the data; page "
-        "cache warm (data read once before timing); `sync` before each timed step; times are "
-        "wall-clock medians over repetitions (min/max shown); ratios use medians; peak RSS is "
-        "the max RSS of the largest process (wait4, as `/usr/bin/time -f %M`), worst "
-        "repetition; checkouts are verified (paths, sizes, sampled content) against the source; "
-        "DVC uses `cache.type copy`.",
+        "Method: each tool runs in a fresh git repo; its copy of the data is made with "
+        "`cp -r` and timed as a baseline sample; the page cache is warm (data read once "
+        "before timing); `sync` before each timed step; times are wall-clock medians over "
+        "repetitions (min/max shown) and ratios use medians; peak RSS is the max RSS of the "
+        "largest process of the tool (as `/usr/bin/time -f %M`), worst repetition; checkouts "
+        "are verified (paths, sizes, sampled content) against the source; DVC runs with "
+        "`cache.type copy` and analytics off. Other work on the machine makes figures noisy.",
         *notes,
     ]
     print(f"\ntotal bench time {total:.0f} s; logs in {log_dir}")

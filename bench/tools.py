@@ -186,11 +186,6 @@ def make_git_repo(path: Path) -> None:
         subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    """Untimed setup copy (``cp -r``); real copies, never links, so tools can't interfere."""
-    subprocess.run(["cp", "-r", "--", str(src), str(dst)], check=True)
-
-
 def command_version(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str | None:
     """First line of ``argv``'s output, or None if it fails (used for report metadata)."""
     try:

@@ -96,8 +96,10 @@ class Repo:
         """A user's path argument as a POSIX path relative to the root; refuses escapes."""
         base = Path(cwd or Path.cwd())
         absolute = Path(os.path.normpath(base / arg))
-        real_parent = absolute.parent.resolve()
         root = self.root
+        if absolute == root:
+            raise PathError("cannot track the repository root itself; name a folder or file")
+        real_parent = absolute.parent.resolve()
         try:
             rel = absolute.relative_to(root)
             real_parent.relative_to(root)
@@ -106,8 +108,6 @@ class Repo:
                 f"{arg} is outside the repository {root}; move the data inside it"
             ) from None
         text = rel.as_posix()
-        if text in ("", "."):
-            raise PathError("cannot track the repository root itself; name a folder or file")
         head = text.split("/", 1)[0]
         if head in (CAS_DIR, ".git"):
             raise PathError(f"{arg} is inside {head}/, which cas and Git manage; choose data")

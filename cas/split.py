@@ -299,44 +299,60 @@ def _compress_single_block(
     return out.view(np.uint64).reshape(n)
 
 
-_BYTE_MASKS = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF], dtype=np.uint32)
+def _word_masks() -> np.ndarray:
+    """masks[j, n]: which bytes of key word j belong to an id of n bytes (n capped at 64).
+
+    Key byte 4j+b is id byte 4j+b-9, so it is kept when 0 <= 4j+b-9 < n; a table lookup per
+    word is cheaper than computing the clip-and-shift for every row.
+    """
+    masks = np.zeros((16, _BLOCK_LEN + 1), dtype=np.uint32)
+    for j in range(16):
+        for n in range(_BLOCK_LEN + 1):
+            for b in range(4):
+                if 0 <= 4 * j + b - _PREFIX_LEN < n:
+                    masks[j, n] |= 0xFF << (8 * b)
+    return masks
+
+
+_WORD_MASKS = _word_masks()
 
 
 def _hash_keys(data: np.ndarray, offsets: np.ndarray, prefix: bytes) -> np.ndarray:
     """Hash prefix + data[offsets[i]:offsets[i+1]] for every i, as uint64 values u.
 
-    The message words are gathered straight from the concatenated id bytes: word j of every
-    key is one unaligned little-endian uint32 read at the id's offset + 4j - 9, with the bytes
-    outside the id masked off. That is one gather per word instead of building and transposing
-    a (n, 64) byte matrix. Keys longer than one block (ids over 55 bytes) are rehashed one by
-    one with the ``blake3`` package.
+    The message words are gathered straight from the concatenated id bytes instead of
+    building and transposing a (n, 64) byte matrix: word j of a key is the little-endian
+    uint32 at the id's offset + 4j - 9, with the bytes outside the id masked off. Unaligned
+    gathers are slow in numpy, so the bytes are laid out four times, shifted by 0..3, and
+    every read becomes an aligned one from the copy that matches the id's offset mod 4.
+    Keys longer than one block (ids over 55 bytes) are rehashed with the ``blake3`` package.
     """
     n = len(offsets) - 1
-    starts = offsets[:-1]
     lengths = np.diff(offsets)
-    longest = min(int(lengths.max()), _MAX_FAST_ID) if n else 0
-    # One byte in front so that word 2 (tag + first 3 id bytes) can be read at offset - 1,
-    # and a block's worth behind so that no read of the last id runs off the end.
-    padded = np.zeros(1 + len(data) + _BLOCK_LEN, dtype=np.uint8)
-    padded[1 : 1 + len(data)] = data
-    unaligned = np.ndarray((len(padded) - 3,), dtype="<u4", buffer=padded, strides=(1,))
+    capped = np.minimum(lengths, _BLOCK_LEN)
+    longest = min(int(capped.max()), _MAX_FAST_ID) if n else 0
+    # Byte p of `padded` is id byte p - 1: one byte in front lets word 2 (tag + 3 id bytes)
+    # start at offset - 1, and a block's worth behind keeps every read inside the array.
+    size = 1 + len(data) + _BLOCK_LEN
+    width = size // 4 + 1
+    shifted = np.zeros((4, 4 * width), dtype=np.uint8)
+    for s in range(4):
+        shifted[s, max(0, 1 - s) : 1 + len(data) - s] = data[max(0, s - 1) :]
+    flat = shifted.view("<u4").astype(np.uint32, copy=False).reshape(-1)
+    # Word j of row i is at padded byte p = offset + 4j - 8, i.e. flat[(p % 4) * width + p // 4];
+    # 4j - 8 is a multiple of 4, so only the row part varies and j just shifts the start.
+    starts = offsets[:-1]
+    base = (starts & 3) * width + (starts >> 2)
     seed_words = np.frombuffer(prefix[:8], dtype="<u4").astype(np.uint32)
     words: list[np.ndarray | np.uint32 | None] = [seed_words[0], seed_words[1]]
     words += [None] * 14
-    last_word = (_PREFIX_LEN + longest - 1) // 4
-    for j in range(2, last_word + 1):
-        # Key bytes 4j..4j+3 are id bytes 4j-9..4j-6, which sit at padded[start + 4j - 8].
-        word = unaligned.take(starts + (4 * j - 8)).astype(np.uint32, copy=False)
-        valid = np.clip(lengths - (4 * j - 9), 0, 4)
-        mask = _BYTE_MASKS.take(valid)
+    for j in range(2, (_PREFIX_LEN + longest - 1) // 4 + 1):
+        word = flat[j - 2 :].take(base)
+        word &= _WORD_MASKS[j].take(capped)
         if j == 2:
-            mask &= np.uint32(0xFFFFFF00)  # the byte before the id belongs to another row
-            word &= mask
             word |= np.uint32(prefix[8])
-        else:
-            word &= mask
         words[j] = word
-    block_len = np.minimum(lengths + _PREFIX_LEN, _BLOCK_LEN).astype(np.uint32)
+    block_len = (capped + _PREFIX_LEN).clip(max=_BLOCK_LEN).astype(np.uint32)
     u = _compress_single_block(words, block_len)
     for row in np.flatnonzero(lengths > _MAX_FAST_ID).tolist():
         key = prefix + data[offsets[row] : offsets[row + 1]].tobytes()

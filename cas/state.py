@@ -49,6 +49,17 @@ class StatSnapshot:
     manifest_id: str
     paths: list[str]
     stats: array  # flat (size, mtime_ns, ino) triples, aligned with paths
+    complete: bool  # every file of the manifest is listed (none was left out as racy)
+
+    def unchanged(self, entries: list[Entry], manifest_id: str | None = None) -> bool:
+        """True when ``entries`` are exactly the manifest's files, untouched since cached: the
+        fast path of status, add and checkout, which then read no manifest at all."""
+        return (
+            self.complete
+            and (manifest_id is None or manifest_id == self.manifest_id)
+            and [e.path for e in entries] == self.paths
+            and _triples(entries) == self.stats
+        )
 
     def matching(self, entries: list[Entry]) -> list[bool]:
         """For each entry, whether its stat matches the cached one. One C-level comparison when
@@ -89,12 +100,15 @@ class StatCache:
             stats.frombytes(rest[paths_len:])
             if len(paths) != count or len(stats) != 3 * count:
                 return None
-            return StatSnapshot(str(meta["manifest"]), paths, stats)
+            return StatSnapshot(str(meta["manifest"]), paths, stats, bool(meta["complete"]))
         except (ValueError, KeyError, TypeError):
             return None
 
-    def save(self, target: str, manifest_id: str, entries: Iterable[tuple[Entry, int]]) -> None:
-        """Record entries (each with the time its stat was taken) that are not racy."""
+    def save(
+        self, target: str, manifest_id: str, entries: Iterable[tuple[Entry, int]], files: int
+    ) -> None:
+        """Record entries (each with the time its stat was taken) that are not racy; ``files``
+        is how many files the manifest has, to know whether the record is complete."""
         kept = sorted(
             (e for e, checked in entries if trustworthy(e.mtime_ns, checked)), key=lambda e: e.path
         )
@@ -105,6 +119,7 @@ class StatCache:
             "manifest": manifest_id,
             "count": len(kept),
             "paths_bytes": len(paths),
+            "complete": len(kept) == files,
         }
         final = self._file(target)
         tmp = temp_name(final)

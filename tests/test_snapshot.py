@@ -320,9 +320,7 @@ def test_sqlite_bad_sql_leaves_nothing(root: Path, sqlite_db: Path) -> None:
 def test_sqlite_source_is_opened_read_only(root: Path, sqlite_db: Path) -> None:
     before = sqlite_db.read_bytes()
     with pytest.raises(UsageError, match="readonly"):
-        write_snapshot(
-            "DELETE FROM users RETURNING id", f"sqlite:///{sqlite_db}", "x", root=root
-        )
+        write_snapshot("DELETE FROM users RETURNING id", f"sqlite:///{sqlite_db}", "x", root=root)
     assert sqlite_db.read_bytes() == before
 
 
@@ -344,7 +342,9 @@ def test_same_second_gets_a_sortable_suffix(root: Path, sqlite_db: Path) -> None
 
 
 def test_listing_skips_orphan_sidecars_and_shows_bare_parquet(root: Path, sqlite_db: Path) -> None:
-    info = write_snapshot("SELECT * FROM users ORDER BY id", f"sqlite:///{sqlite_db}", "u", root=root)
+    info = write_snapshot(
+        "SELECT * FROM users ORDER BY id", f"sqlite:///{sqlite_db}", "u", root=root
+    )
     folder = info.path.parent
     (folder / "2000-01-01T00-00-00Z.json").write_text(info.meta_path.read_text())  # no parquet
     bare = folder / "2001-01-01T00-00-00Z.parquet"
@@ -399,8 +399,10 @@ def test_duckdb_types_are_normalized(root: Path) -> None:
 def test_duckdb_errors(root: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="query failed"):
         write_snapshot("SELEC 1", "duckdb://", "x", root=root)
-    with pytest.raises(StorageError, match="nope.csv"):
-        write_snapshot(f"SELECT * FROM read_csv('{tmp_path}/nope.csv')", "duckdb://", "x", root=root)
+    with pytest.raises(StorageError, match=r"nope\.csv"):
+        write_snapshot(
+            f"SELECT * FROM read_csv('{tmp_path}/nope.csv')", "duckdb://", "x", root=root
+        )
     assert_nothing_left(root)
 
 
@@ -453,7 +455,7 @@ def test_postgres_types(root: Path, pg_tables: PgServer) -> None:
 def test_postgres_nan_in_constrained_numeric_is_a_clear_error(
     root: Path, pg_server: PgServer
 ) -> None:
-    with pytest.raises(UsageError, match="column 'n'.*cast"):
+    with pytest.raises(UsageError, match=r"column 'n'.*cast"):
         write_snapshot("SELECT 'NaN'::numeric(5, 2) AS n ORDER BY 1", pg_server.url, "x", root=root)
     assert_nothing_left(root)
 
@@ -464,7 +466,7 @@ def test_postgres_nan_in_constrained_numeric_is_a_clear_error(
     [
         ("SELECT ROW(1, 'a') AS r ORDER BY 1", "to_jsonb"),
         ("SELECT '[1,2)'::int4range AS r ORDER BY 1", r"r::text"),
-        ("CREATE TEMP TABLE t_cas (a int)", "no columns"),
+        ("SELECT FROM generate_series(1, 3)", "no columns"),
     ],
 )
 def test_postgres_unsupported_results_say_how_to_fix_them(
@@ -555,7 +557,9 @@ def test_postgres_wrong_password_never_shows_the_password(root: Path, pg_server:
 
 @pytest.mark.postgres
 def test_postgres_password_is_not_stored(root: Path, pg_tables: PgServer) -> None:
-    info = write_snapshot("SELECT i FROM typed ORDER BY i", pg_tables.password_url(), "x", root=root)
+    info = write_snapshot(
+        "SELECT i FROM typed ORDER BY i", pg_tables.password_url(), "x", root=root
+    )
     assert info.rows == 2
     assert info.source == pg_tables.password_url().replace(f":{PASSWORD}@", "@")
     assert PASSWORD.encode() not in all_bytes_under(root)

@@ -66,15 +66,15 @@ def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResu
         )
     kind, entries = working_entries(repo, target)
     snapshot = repo.stat_cache.load(target.path)
-    hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
-    if snapshot and any(hits) and not repo.objects.has_manifest(snapshot.manifest_id):
-        hits = [False] * len(entries)  # the cached manifest is gone (gc): trust nothing
+    if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):
+        snapshot = None  # the cached manifest is gone (gc): trust nothing
     total = sum(e.size for e in entries)
 
-    if snapshot and all(hits):
+    if snapshot and snapshot.unchanged(entries):
         manifest_id, hashed, new_bytes = snapshot.manifest_id, 0, 0
         cache_entries = [(e, _ALWAYS_TRUSTED) for e in entries]
     else:
+        hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
         todo = [e for e, hit in zip(entries, hits) if not hit]
         progress.start(f"adding {target.path}", sum(e.size for e in todo))
         new_rows = []
@@ -109,7 +109,7 @@ def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResu
         changed = repo.write_pointer(target, ptr)
         gitignore = repo.ignore(target)
         repo.git.stage([target.pointer, gitignore])
-    repo.stat_cache.save(target.path, manifest_id, cache_entries)
+    repo.stat_cache.save(target.path, manifest_id, cache_entries, len(entries))
     return AddResult(
         target.path, target.pointer, manifest_id, len(entries), total, hashed, new_bytes, changed
     )

@@ -131,7 +131,7 @@ def checkout(
         _set_executable(dest, row.executable)
         cache[row.path] = (_stat_entry(dest, row.path), time.time_ns())
     progress.finish()
-    repo.stat_cache.save(target.path, ptr.manifest, cache.values())
+    repo.stat_cache.save(target.path, ptr.manifest, cache.values(), len(expected))
     _write_pointer_if_rev(repo, target, ptr, rev)
     return result
 

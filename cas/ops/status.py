@@ -40,7 +40,9 @@ def status(repo: Repo, target: Target) -> TargetStatus:
         return TargetStatus(target.path, target.pointer, "error", message=str(err))
     found = changes(target.path, ptr.kind, expected, tree.rows)
     if not found:
-        repo.stat_cache.save(target.path, ptr.manifest, tree.cache_entries.values())
+        repo.stat_cache.save(
+            target.path, ptr.manifest, tree.cache_entries.values(), len(expected)
+        )
         return TargetStatus(target.path, target.pointer, "unchanged")
     c = counts(found)
     return TargetStatus(

@@ -62,13 +62,13 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
         kind, entries = "file", [entry_of(str(path), path.name, st)]
     tree = Worktree(kind, entries)
     snapshot = repo.stat_cache.load(target.path)
-    hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
-    if snapshot and any(hits) and not repo.objects.has_manifest(snapshot.manifest_id):
-        hits = [False] * len(entries)
-    if snapshot and all(hits) and snapshot.manifest_id == expected:
+    if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):
+        snapshot = None  # the cached manifest is gone (gc): trust nothing
+    if snapshot and snapshot.unchanged(entries, expected):
         tree.all_cached = True
         tree.cached_manifest = expected
         return tree
+    hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
     cached: dict[str, Row] = {}
     if snapshot and any(hits):
         tree.cached_manifest = snapshot.manifest_id

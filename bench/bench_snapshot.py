@@ -1,0 +1,219 @@
+"""Benchmark ``cas snapshot-query`` against a real PostgreSQL server.
+
+    .venv/bin/python bench/bench_snapshot.py [--rows 1000000] [--big-rows 10000000] [--repeat 3]
+
+Starts a throwaway server (``tests/pg_server.py``), loads an ``orders`` table (bigint, int, text,
+numeric(12,2), timestamptz, text; ~90 bytes a row) and measures, on the same 1M-row ordered query:
+
+* ``adbc_plus_parquet_1M_s``: the floor -- ADBC ``fetch_arrow_table()`` then a plain
+  ``pq.write_table`` (the whole result in memory, pyarrow's default options);
+* ``snapshot_1M_s``: ``cas.snapshot.write_snapshot`` (streamed, type-normalised, re-chunked,
+  pinned zstd options, BLAKE3 hash, fsync, sidecar, atomic publish) -- *without* ``repo.add``,
+  which is the generic store's cost, not the snapshot's;
+* ``pandas_1M_s``: ``pandas.read_sql`` (SQLAlchemy + psycopg 3) then ``DataFrame.to_parquet``;
+
+and, for 10M rows, ``snapshot_10M_peak_rss_mib``: the max RSS of a child process that runs only
+``write_snapshot`` (from ``wait4``), next to the same for ADBC ``fetch_arrow_table``.
+
+Goals: snapshot <= 1.3 x (ADBC + plain write), >= 5x faster than pandas, 10M peak RSS <= 500 MiB.
+pandas, SQLAlchemy and psycopg are bench-only dependencies. Times are the best of ``--repeat``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.pg_server import PgServer, psql, running_server  # noqa: E402
+
+GOAL_RATIO = 1.3
+GOAL_PANDAS_SPEEDUP = 5.0
+GOAL_PEAK_MIB = 500.0
+
+
+def load_orders(server: PgServer, rows: int) -> None:
+    """An ordered ``orders`` table; the primary key makes ``ORDER BY id`` an index scan."""
+    psql(
+        server,
+        f"""
+        CREATE UNLOGGED TABLE orders AS
+        SELECT g::bigint AS id,
+               (g % 10007)::int AS customer_id,
+               (ARRAY['new', 'paid', 'shipped', 'done', 'cancelled'])[1 + g % 5] AS status,
+               round((g % 100000) * 0.37, 2)::numeric(12, 2) AS amount,
+               timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' AS created_at,
+               md5(g::text) AS note
+        FROM generate_series(1, {rows}) g;
+        ALTER TABLE orders ADD PRIMARY KEY (id);
+        """,
+    )
+    psql(server, "VACUUM ANALYZE orders")
+
+
+def query_for(rows: int) -> str:
+    return f"SELECT * FROM orders WHERE id <= {rows} ORDER BY id"
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def run_adbc_plus_parquet(url: str, query: str, out: Path) -> None:
+    import adbc_driver_postgresql.dbapi as pg
+    import pyarrow.parquet as pq
+
+    with pg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(query)
+        table = cur.fetch_arrow_table()
+    pq.write_table(table, out)
+
+
+def run_snapshot(url: str, query: str, root: Path) -> None:
+    from cas.snapshot import write_snapshot
+
+    write_snapshot(query, url, "orders", root=root)
+
+
+def run_pandas(url: str, query: str, out: Path) -> None:
+    import pandas as pd
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql(sqlalchemy.text(query), conn)
+        frame.to_parquet(out)
+    finally:
+        engine.dispose()
+
+
+# Each child reports its own VmHWM (peak RSS of its address space). wait4's ru_maxrss is no good
+# here: Linux carries the parent's high-water mark across the vfork+exec that subprocess uses.
+_PEAK = """
+def _peak_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+_CHILD = {
+    "snapshot": """
+        from pathlib import Path
+        from cas.snapshot import write_snapshot
+        info = write_snapshot({query!r}, {url!r}, "orders", root=Path({root!r}))
+        print(info.rows, _peak_mib())
+    """,
+    "adbc_fetch_table": """
+        import adbc_driver_postgresql.dbapi as pg
+        with pg.connect({url!r}) as conn, conn.cursor() as cur:
+            cur.execute({query!r})
+            rows = cur.fetch_arrow_table().num_rows
+        print(rows, _peak_mib())
+    """,
+}
+
+
+def peak_rss_of_child(kind: str, url: str, query: str, root: Path) -> tuple[float, float, int]:
+    """(peak RSS in MiB, seconds, rows) of a fresh interpreter doing only ``kind``."""
+    code = _PEAK + textwrap.dedent(_CHILD[kind]).format(query=query, url=url, root=str(root))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONWARNINGS": "ignore"}
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} child failed ({proc.returncode}): {proc.stderr.strip()}")
+    rows, peak = proc.stdout.split()
+    return float(peak), elapsed, int(rows)
+
+
+def label_of(rows: int) -> str:
+    return f"{rows // 1_000_000}M" if rows % 1_000_000 == 0 else str(rows)
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--big-rows", type=int, default=10_000_000, help="0 skips the RSS run")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pandas-repeat", type=int, default=1)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # ORDER BY is there; keep the output to the figures
+
+    work = Path(tempfile.mkdtemp(prefix="cas-bench-snapshot-"))
+    try:
+        with running_server() as server:
+            started = time.perf_counter()
+            load_orders(server, max(args.rows, args.big_rows))
+            print(
+                f"# loaded {max(args.rows, args.big_rows):,} rows in "
+                f"{time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            url, query = server.url, query_for(args.rows)
+            run_snapshot(url, query, work / "warmup")  # warm the server's cache and imports
+            run_adbc_plus_parquet(url, query, work / "warmup.parquet")
+            label = label_of(args.rows)
+
+            adbc = best_of(args.repeat, lambda: run_adbc_plus_parquet(url, query, work / "a.pq"))
+            print(f"adbc_plus_parquet_{label}_s {adbc:.3f}", flush=True)
+            snap = best_of(args.repeat, lambda: run_snapshot(url, query, work / "snap"))
+            print(f"snapshot_{label}_s {snap:.3f}", flush=True)
+            pandas_s = best_of(args.pandas_repeat, lambda: run_pandas(url, query, work / "p.pq"))
+            print(f"pandas_{label}_s {pandas_s:.3f}", flush=True)
+
+            ratio = snap / adbc
+            speedup = pandas_s / snap
+            print(
+                f"ratio_snapshot_vs_adbc_plus_parquet {ratio:.2f} "
+                f"(goal <= {GOAL_RATIO}) {verdict(ratio <= GOAL_RATIO)}"
+            )
+            print(
+                f"speedup_vs_pandas {speedup:.1f}x "
+                f"(goal >= {GOAL_PANDAS_SPEEDUP:.0f}x) {verdict(speedup >= GOAL_PANDAS_SPEEDUP)}"
+            )
+
+            if args.big_rows:
+                big_label = label_of(args.big_rows)
+                big_query = query_for(args.big_rows)
+                shutil.rmtree(work / "snap", ignore_errors=True)
+                peak, seconds, rows = peak_rss_of_child("snapshot", url, big_query, work / "big")
+                assert rows == args.big_rows, rows
+                print(f"snapshot_{big_label}_s {seconds:.3f}")
+                print(
+                    f"snapshot_{big_label}_peak_rss_mib {peak:.1f} "
+                    f"(goal <= {GOAL_PEAK_MIB:.0f}) {verdict(peak <= GOAL_PEAK_MIB)}"
+                )
+                shutil.rmtree(work / "big", ignore_errors=True)
+                peak, seconds, _ = peak_rss_of_child("adbc_fetch_table", url, big_query, work)
+                print(
+                    f"adbc_fetch_table_{big_label}_peak_rss_mib {peak:.1f} "
+                    f"(for comparison: whole result in memory, {seconds:.1f} s)"
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
