@@ -12,6 +12,7 @@ followed by add to measure store growth.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from datasets import Dataset, EditPlan, apply_edit, ensure_dataset, plan_edit, verify_tree, warm
@@ -137,7 +138,7 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
             res = run.check(tool.argv(tool.add), cwd=repo, env=env, label=f"{label}-add-edit")
             col.add(ds_name, tool.name, "add_edit", res.seconds)
             col.add(ds_name, tool.name, "store_growth", du_bytes(repo / tool.store) - before)
-    except (StepError, OSError, ValueError) as exc:
+    except (StepError, OSError, ValueError, subprocess.CalledProcessError) as exc:
         message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
         if step == "setup":
             col.error(ds_name, tool.name, "_all", f"setup failed: {message}")

@@ -2,8 +2,8 @@
 (git-ignored, for credentials and machine-specific paths). INI syntax, as git-config and DVC use.
 
 Keys: ``core.store`` (path of the local store, default ``.cas/store``; point several clones at one
-folder to share a cache), ``core.fsync`` (true: packs are flushed to disk before they are named, so they survive power
-loss; default false, like ``cp`` and DVC: a kill -9 is safe either way).
+folder to share a cache), ``core.fsync`` (true: packs are flushed to disk before they are named,
+so they survive power loss; default false, like ``cp`` and DVC: a kill -9 is safe either way).
 """
 
 from __future__ import annotations

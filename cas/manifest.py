@@ -12,6 +12,7 @@ paths are refused before any of them reaches the filesystem.
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 from collections.abc import Iterable
 
@@ -43,7 +44,7 @@ MAX_ROWS = 100_000_000
 def from_rows(rows: Iterable[Row]) -> pa.Table:
     """A canonical table: rows sorted by path (UTF-8 bytes), every path checked and unique."""
     ordered = sorted(rows, key=lambda r: r.path.encode())
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if a.path == b.path:
             raise ManifestError(f"duplicate path in manifest: {a.path!r}")
     for r in ordered:

@@ -325,11 +325,18 @@ class _NormalizingStream:
 
 @dataclass
 class ResultStream:
-    """What :meth:`Connection.execute` returns: a fixed schema and the batches, in order."""
+    """What :meth:`Connection.execute` returns: a fixed schema and the batches, in order.
+
+    ``prefetch`` says the batches may be pulled on another thread (the driver decodes without
+    holding the GIL, so fetching overlaps Parquet encoding); ``cancel`` interrupts a pull that
+    is blocked in the driver, from any thread.
+    """
 
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
     source_types: list[str | None] = field(default_factory=list)
+    prefetch: bool = False
+    cancel: Callable[[], None] | None = None
 
 
 class Connection(ABC):
@@ -447,7 +454,9 @@ class PostgresConnection(Connection):
             raise self._translate(err) from None
         types = [_meta(f, "POSTGRESQL:type") for f in reader.schema]
         stream = _NormalizingStream(reader, self._translate, types)
-        return ResultStream(stream.schema, iter(stream), types)
+        return ResultStream(
+            stream.schema, iter(stream), types, prefetch=True, cancel=self._cursor.adbc_cancel
+        )
 
     def close(self) -> None:
         if self._cursor is not None:
@@ -508,7 +517,9 @@ class DuckDBConnection(Connection):
         except self._duckdb.Error as err:
             raise self._translate(err) from None
         stream = _NormalizingStream(reader, self._translate, types)
-        return ResultStream(stream.schema, iter(stream), types)
+        return ResultStream(
+            stream.schema, iter(stream), types, prefetch=True, cancel=self._conn.interrupt
+        )
 
     def close(self) -> None:
         self._conn.close()

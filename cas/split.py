@@ -15,6 +15,7 @@ one block take the ``blake3`` package per id; the tests check both paths against
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -66,7 +67,7 @@ _PREFIX_LEN = 9  # 8 seed bytes + 1 tag byte
 _MAX_FAST_ID = _BLOCK_LEN - _PREFIX_LEN  # ids up to 55 bytes hash as a single BLAKE3 block
 
 # Large enough that numpy's per-call overhead (~1 us x ~1200 calls per chunk) is amortised,
-# small enough that a chunk's working set (~8 MB) stays near the caches and memory stays flat.
+# small enough that a chunk's working set (~6 MB) stays near the caches and memory stays flat.
 _CHUNK = 1 << 16
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -337,7 +338,10 @@ def _hash_keys(data: np.ndarray, offsets: np.ndarray, prefix: bytes) -> np.ndarr
     width = size // 4 + 1
     shifted = np.zeros((4, 4 * width), dtype=np.uint8)
     for s in range(4):
-        shifted[s, max(0, 1 - s) : 1 + len(data) - s] = data[max(0, s - 1) :]
+        # Row s holds padded[s:]; the bounds are clamped so that tiny inputs never produce a
+        # negative (wrapping) slice end.
+        lo, hi = max(0, 1 - s), max(0, 1 + len(data) - s)
+        shifted[s, lo:hi] = data[lo + s - 1 : hi + s - 1]
     flat = shifted.view("<u4").astype(np.uint32, copy=False).reshape(-1)
     # Word j of row i is at padded byte p = offset + 4j - 8, i.e. flat[(p % 4) * width + p // 4];
     # 4j - 8 is a multiple of 4, so only the row part varies and j just shifts the start.
@@ -534,12 +538,18 @@ def hash_ids(ids: Any, seed: int, *, what: str = "ids", offset: int = 0) -> np.n
     second = next(parts, None)
     if second is None:
         return _hash_chunk(first[0], first[1], seed_bytes)
-    with ThreadPoolExecutor(_workers(), thread_name_prefix="cas-split") as pool:
-        futures: list[Future[np.ndarray]] = [
-            pool.submit(_hash_chunk, part, tag, seed_bytes)
-            for part, tag in itertools.chain((first, second), parts)
-        ]
-        return np.concatenate([future.result() for future in futures])
+    workers = _workers()
+    done: list[np.ndarray] = []
+    pending: collections.deque[Future[np.ndarray]] = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="cas-split") as pool:
+        for part, tag in itertools.chain((first, second), parts):
+            # A bounded window keeps the converted-but-unhashed chunks of a big Python list
+            # from piling up in memory while the workers catch up.
+            if len(pending) >= 2 * workers:
+                done.append(pending.popleft().result())
+            pending.append(pool.submit(_hash_chunk, part, tag, seed_bytes))
+        done.extend(future.result() for future in pending)
+    return np.concatenate(done)
 
 
 # --------------------------------------------------------------------------------------------

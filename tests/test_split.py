@@ -164,6 +164,17 @@ def test_every_key_length_matches_blake3(monkeypatch: pytest.MonkeyPatch) -> Non
         assert hash_ids(pa.array(ids, pa.large_string()), seed).tolist() == expected
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [[""], ["", ""], ["a"], ["ab", ""], ["abc"], ["", "abcd"], [b""], [0]],
+    ids=repr,
+)
+def test_tiny_inputs_match_blake3(ids: list[Any]) -> None:
+    """A few bytes of id data in total: the padding and shifted copies must still line up."""
+    for seed in (0, 42):
+        assert hash_ids(ids, seed).tolist() == [_reference_u(seed, v) for v in ids]
+
+
 # --------------------------------------------------------------------------------------------
 # Stability, proportions, groups
 

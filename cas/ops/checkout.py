@@ -19,6 +19,7 @@ from cas import hashing
 from cas.errors import ConflictError, CorruptObjectError, ObjectMissingError, PathError
 from cas.ops.compare import expected_rows
 from cas.ops.worktree import read_worktree
+from cas.parallel import bounded_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
@@ -120,17 +121,27 @@ def checkout(
         for p, row in expected.items()
         if not kind_clash and p in tree.rows and tree.rows[p] == row
     }
-    for row in writes:
-        dest = _dest(base, ptr.kind, row.path)
-        cache[row.path] = _write_file(repo, row, dest, _shown(target, ptr.kind, row.path))
+
+    def write(row: Row) -> Entry:
+        return _write_file(
+            repo, row, _dest(base, ptr.kind, row.path), _shown(target, ptr.kind, row.path)
+        )
+
+    written = []
+    for entry in bounded_map(write, writes):
+        written.append(entry)
         result.written += 1
-        result.bytes_written += row.size
-        progress.advance(row.size)
+        result.bytes_written += entry.size
+        progress.advance(entry.size)
     for row in chmods:
         dest = _dest(base, ptr.kind, row.path)
         _set_executable(dest, row.executable)
-        cache[row.path] = (_stat_entry(dest, row.path), time.time_ns())
+        written.append(_stat_entry(dest, row.path))
     progress.finish()
+    # As git does for the files it writes: an entry is trusted when its mtime is older than the
+    # moment the cache is written by more than the racy margin.
+    done = time.time_ns()
+    cache.update((e.path, (e, done)) for e in written)
     repo.stat_cache.save(target.path, ptr.manifest, cache.values(), len(expected))
     _write_pointer_if_rev(repo, target, ptr, rev)
     return result
@@ -167,7 +178,7 @@ def _set_executable(dest: Path, executable: bool) -> None:
     os.chmod(dest, (mode | 0o111) if executable else (mode & ~0o111))
 
 
-def _write_file(repo: Repo, row: Row, dest: Path, shown: str) -> tuple[Entry, int]:
+def _write_file(repo: Repo, row: Row, dest: Path, shown: str) -> Entry:
     """Build ``dest`` from verified chunks through a temp file; returns its stat-cache entry."""
     parent = dest.parent
     try:
@@ -180,13 +191,13 @@ def _write_file(repo: Repo, row: Row, dest: Path, shown: str) -> tuple[Entry, in
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if row.executable else 0o666)
         try:
-            if len(row.chunks) == 1:
-                os.write(fd, repo.objects.read_chunk(row.chunks[0][0]))  # verified == file hash
+            if len(row.chunks) == 1 and row.chunks[0][0] == row.hash:
+                _write_all(fd, repo.objects.read_chunk(row.hash))  # verified: chunk == file
             else:
                 h = hashing.hasher()
                 for data in repo.objects.iter_chunks(cid for cid, _ in row.chunks):
                     h.update(data)
-                    os.write(fd, data)
+                    _write_all(fd, data)
                 if h.digest() != row.hash:
                     raise CorruptObjectError(
                         f"the chunks of {shown} do not hash to its recorded hash; "
@@ -201,8 +212,13 @@ def _write_file(repo: Repo, row: Row, dest: Path, shown: str) -> tuple[Entry, in
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    checked = time.time_ns()
-    return _stat_entry(dest, row.path), checked
+    return _stat_entry(dest, row.path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _remove(path: Path) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+from cas.errors import ManifestError
 from cas.ops.worktree import rows_by_path
 from cas.pointer import Pointer
 from cas.rows import Row
@@ -28,8 +29,13 @@ def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> dict[str, Row]:
     target's current name, so renaming ``a.bin.cas`` and ``a.bin`` together keeps working."""
     rows = rows_by_path(repo.load_manifest(ptr.manifest))
     if ptr.kind == "file":
+        if len(rows) != 1:
+            raise ManifestError(
+                f"{target.pointer} is a file pointer but its manifest has {len(rows)} rows"
+            )
         name = PurePosixPath(target.path).name
-        return {name: dataclasses.replace(r, path=name) for r in rows.values()}
+        (row,) = rows.values()
+        return {name: dataclasses.replace(row, path=name)}
     return rows
 
 

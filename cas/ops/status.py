@@ -40,9 +40,7 @@ def status(repo: Repo, target: Target) -> TargetStatus:
         return TargetStatus(target.path, target.pointer, "error", message=str(err))
     found = changes(target.path, ptr.kind, expected, tree.rows)
     if not found:
-        repo.stat_cache.save(
-            target.path, ptr.manifest, tree.cache_entries.values(), len(expected)
-        )
+        repo.stat_cache.save(target.path, ptr.manifest, tree.cache_entries.values(), len(expected))
         return TargetStatus(target.path, target.pointer, "unchanged")
     c = counts(found)
     return TargetStatus(
