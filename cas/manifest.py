@@ -65,15 +65,26 @@ def from_rows(rows: Iterable[Row]) -> pa.Table:
 
 
 def to_rows(table: pa.Table) -> list[Row]:
-    """Python rows, for the few places that need them one by one."""
-    paths = table.column("path").to_pylist()
-    sizes = table.column("size").to_pylist()
-    hashes = table.column("hash").to_pylist()
-    execs = table.column("executable").to_pylist()
-    chunks = table.column("chunks").to_pylist()
+    """Python rows, for the places that need them one by one. Chunk lists are rebuilt from the
+    flattened columns: ``to_pylist`` on a list of structs makes a dict per chunk, 10x slower."""
+    if table.num_rows == 0:
+        return []
+    t = table.combine_chunks()
+    chunks = t.column("chunks").chunk(0)
+    offs = _buffer(chunks, 1, "<i4", len(chunks) + 1).tolist()
+    flat_ids = chunks.values.field("id").to_pylist()
+    flat_sizes = chunks.values.field("size").to_pylist()
+    pairs = list(zip(flat_ids, flat_sizes))
     return [
-        Row(p, s, h, x, tuple((c["id"], c["size"]) for c in cs))
-        for p, s, h, x, cs in zip(paths, sizes, hashes, execs, chunks)
+        Row(p, s, h, x, tuple(pairs[offs[i] : offs[i + 1]]))
+        for i, (p, s, h, x) in enumerate(
+            zip(
+                t.column("path").to_pylist(),
+                t.column("size").to_pylist(),
+                t.column("hash").to_pylist(),
+                t.column("executable").to_pylist(),
+            )
+        )
     ]
 
 

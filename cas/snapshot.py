@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import secrets
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -64,8 +65,9 @@ DEFAULT_BATCH_ROWS = 65_536
 #: Every writer option that can change the bytes, pinned (pyarrow's defaults may move).
 PARQUET_OPTIONS: dict[str, Any] = {
     "version": "2.6",
+    # zstd 1: measured 1.4x faster to write than level 3 for 2.5% larger files.
     "compression": "zstd",
-    "compression_level": 3,
+    "compression_level": 1,
     # No dictionary encoding: under zstd it rarely shrinks files and is slow on high-cardinality
     # columns, where it builds a dictionary and then falls back (measured: 1.7x slower, larger).
     "use_dictionary": False,
@@ -77,7 +79,9 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "use_compliant_nested_type": True,
     "use_deprecated_int96_timestamps": False,
     "store_schema": True,
-    "store_decimal_as_integer": False,
+    # decimal(p<=18) as INT32/INT64, the physical type the Parquet spec recommends: smaller and
+    # faster than fixed-length byte arrays, and every current reader understands it.
+    "store_decimal_as_integer": True,
     "write_page_index": False,
     "write_page_checksum": False,
     "use_content_defined_chunking": False,
@@ -89,7 +93,10 @@ _STAMP_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 #: still sort in creation order; three digits keep that true up to 999 per second.
 _MAX_SAME_SECOND = 999
 _HASH_CHUNK = 8 * 1024 * 1024
-_TMP_RE = re.compile(r"^snapshot-(\d+)-[0-9a-f]+\.(parquet|json)\.tmp$")
+#: Temp names carry host and pid, so a later run can tell a dead run's leftovers (same host,
+#: pid gone) from a live run's, even when .cas/ is on a filesystem shared between machines.
+_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:64] or "host"
+_TMP_RE = re.compile(r"^snapshot-(?P<host>\w+)-(?P<pid>\d+)-[0-9a-f]+\.(parquet|json)\.tmp$")
 
 _SQL_NOISE = re.compile(
     r"""
@@ -263,7 +270,7 @@ def write_snapshot(
     except OSError as err:
         raise StorageError(f"cannot create {tmp_dir}: {err.strerror or err}") from None
     _sweep_stale_temps(tmp_dir)
-    token = f"snapshot-{os.getpid()}-{secrets.token_hex(6)}"
+    token = f"snapshot-{_HOST}-{os.getpid()}-{secrets.token_hex(6)}"
     tmp_parquet = tmp_dir / f"{token}.parquet.tmp"
     tmp_meta = tmp_dir / f"{token}.json.tmp"
     folder = Path(root) / SNAPSHOTS_DIR / name
@@ -569,7 +576,7 @@ def _sweep_stale_temps(tmp_dir: Path) -> None:
     """Remove temp files of runs that were killed (kill -9 skips ``finally``): their pid is gone."""
     for entry in tmp_dir.iterdir():
         match = _TMP_RE.match(entry.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and match["host"] == _HOST and not _pid_alive(int(match["pid"])):
             entry.unlink(missing_ok=True)
 
 

@@ -204,9 +204,14 @@ def key_bytes(id_: str | bytes | int, seed: int) -> bytes:
         return prefix + bytes([TAG_STR]) + id_.encode("utf-8")
     if isinstance(id_, bytes | bytearray | memoryview):
         return prefix + bytes([TAG_BYTES]) + bytes(id_)
-    if isinstance(id_, bool) or id_ is None:
-        raise UsageError(f"id {id_!r} is not a string, bytes or integer; use str or int ids")
-    value = operator.index(id_)
+    try:
+        if isinstance(id_, bool):
+            raise TypeError
+        value = operator.index(id_)
+    except TypeError:
+        raise UsageError(
+            f"id {id_!r} is not a string, bytes or integer; use str or int ids"
+        ) from None
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise UsageError(f"integer id {value} does not fit in a signed 64-bit integer")
     return prefix + bytes([TAG_INT]) + value.to_bytes(8, "little", signed=True)
@@ -294,10 +299,14 @@ def _compress_single_block(
         g(s[1], s[6], s[11], s[12], w[10], w[11])
         g(s[2], s[7], s[8], s[13], w[12], w[13])
         g(s[3], s[4], s[9], s[14], w[14], w[15])
-    out = np.empty((n, 2), dtype=np.uint32)
-    xor(s[0], s[8], out[:, 0])
-    xor(s[1], s[9], out[:, 1])
-    return out.view(np.uint64).reshape(n)
+    # Output words 0 and 1 are the digest's first 8 bytes; combine them arithmetically
+    # rather than by a memory view so that the result does not depend on the CPU's byte order.
+    xor(s[0], s[8], s[0])
+    xor(s[1], s[9], s[1])
+    u = s[1].astype(np.uint64)
+    u <<= np.uint64(32)
+    u |= s[0]
+    return u
 
 
 def _word_masks() -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,21 @@ def trustworthy(mtime_ns: int, checked_ns: int) -> bool:
     """Whether a stat taken at ``checked_ns`` can vouch for the content from now on."""
     coarse = mtime_ns % 1_000_000_000 == 0
     return mtime_ns < checked_ns - (_COARSE_MARGIN_NS if coarse else _FINE_MARGIN_NS)
+
+
+def settled(written: list[Entry]) -> int:
+    """For files cas itself just wrote: wait out the racy margin after the newest write (at most
+    50 ms on a fine-grained filesystem), then return the time from which all are trusted. Git
+    trusts the files it checks out the same way; only a second writer racing cas's own checkout
+    within one timestamp tick would go unseen."""
+    if not written:
+        return time.time_ns()
+    newest = max(e.mtime_ns for e in written)
+    while not trustworthy(newest, now := time.time_ns()):
+        if newest % 1_000_000_000 == 0:
+            return now  # coarse timestamps: waiting 2 s is worse than rehashing a few files
+        time.sleep(0.005)
+    return now
 
 
 def _triples(entries: Iterable[Entry]) -> array:

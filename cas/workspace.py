@@ -11,13 +11,14 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG, S_IXUSR
 
 from cas.errors import PathError
 
 TEMP_MARK = ".cas-tmp-"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     path: str  # relative POSIX path inside the tracked folder
     size: int
@@ -55,21 +56,25 @@ def scan(root: Path, shown: str) -> list[Entry]:
             ) from None
         with it:
             for de in it:
-                rel = prefix + de.name
-                try:
-                    rel.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise PathError(
-                        f"{shown}/{rel!r} has a name that is not UTF-8; rename it"
-                    ) from None
-                if TEMP_MARK in de.name:
+                name = de.name
+                rel = prefix + name
+                if not name.isascii():
+                    try:
+                        name.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise PathError(
+                            f"{shown}/{rel!r} has a name that is not UTF-8; rename it"
+                        ) from None
+                if TEMP_MARK in name:
                     continue
                 st = de.stat(follow_symlinks=False)
                 mode = st.st_mode
-                if stat.S_ISDIR(mode):
+                if S_ISREG(mode):
+                    entries.append(
+                        Entry(rel, st.st_size, st.st_mtime_ns, st.st_ino, bool(mode & S_IXUSR))
+                    )
+                elif S_ISDIR(mode):
                     stack.append((rel + "/", de.path))
-                elif stat.S_ISREG(mode):
-                    entries.append(entry_of(de.path, rel, st))
                 elif stat.S_ISLNK(mode):
                     raise _refuse("symbolic link", f"{shown}/{rel}")
                 else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.pg_server"]
 
 
 def require_service(what: str, why: str) -> None:

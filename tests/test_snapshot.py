@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -531,6 +532,29 @@ def test_postgres_error_in_the_middle_of_the_stream(root: Path, pg_server: PgSer
             "x",
             root=root,
         )
+    assert_nothing_left(root)
+
+
+@pytest.mark.postgres
+def test_postgres_disk_full_while_writing_cancels_the_fetch(
+    root: Path, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real_write = pq.ParquetWriter.write_table
+
+    def failing_write(self: pq.ParquetWriter, table: pa.Table, *args: object, **kw: object) -> None:
+        calls.append(table.num_rows)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(self, table, *args, **kw)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing_write)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="No space left"):
+        write_snapshot("SELECT generate_series(1, 500000000) AS g", pg_server.url, "x", root=root)
+    assert calls == [131072, 131072]
+    assert time.monotonic() - started < 30, "the 500M-row query was not cancelled"
+    assert not [t for t in threading.enumerate() if t.name == "cas-snapshot-fetch"]
     assert_nothing_left(root)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -599,3 +601,10 @@ def test_cli_errors_are_cas_errors(parquet_file: Path) -> None:
     result = CliRunner().invoke(_app(), [*args, "--fractions", "train=0.9"])
     assert isinstance(result.exception, CasError)
     assert "sum to 1" in str(result.exception)
+
+
+def test_cli_module_imports_no_numeric_stack() -> None:
+    """Registering ``split`` must not make every other cas command import numpy/pyarrow."""
+    code = "import sys, cas.cli.split; print('cas.split' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

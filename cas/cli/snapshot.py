@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -16,13 +17,9 @@ from rich.table import Table
 
 from cas.cli.output import emit_json, human, out, say, state
 from cas.errors import PathError, UsageError
-from cas.snapshot import (
-    DEFAULT_BATCH_ROWS,
-    SnapshotInfo,
-    UnorderedQueryWarning,
-    list_snapshots,
-    snapshot_query,
-)
+
+if TYPE_CHECKING:
+    from cas.snapshot import SnapshotInfo
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 #: "blake3:" and 12 hex digits: enough to tell snapshots apart at a glance (--json has all).
@@ -48,20 +45,22 @@ def snapshot_query_command(
     ),
     name: str = typer.Option(..., "--name", "-n", help="Snapshots go to snapshots/NAME/."),
     batch_rows: int = typer.Option(
-        DEFAULT_BATCH_ROWS, "--batch-rows", min=1, help="Rows per fetch (SQLite, DuckDB)."
+        None, "--batch-rows", min=1, help="Rows per fetch (SQLite, DuckDB; default 65,536)."
     ),
     json_out: bool = JSON,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and warnings."),
 ) -> None:
     """Freeze a query's result as snapshots/NAME/<UTC time>.parquet and stage its pointer."""
-    from cas.repo import Repo  # the repository layer is only needed once arguments are valid
+    # imported here: pyarrow and the drivers must not slow down every other cas command
+    from cas.repo import Repo
+    from cas.snapshot import DEFAULT_BATCH_ROWS, UnorderedQueryWarning, snapshot_query
 
     text = _query_text(query, query_file)
     repo = Repo.discover(Path.cwd())
     with warnings.catch_warnings():
         # printed below from info.warnings, once, in the CLI's own format
         warnings.simplefilter("ignore", UnorderedQueryWarning)
-        info = snapshot_query(repo, text, source, name, batch_rows=batch_rows)
+        info = snapshot_query(repo, text, source, name, batch_rows=batch_rows or DEFAULT_BATCH_ROWS)
     for message in info.warnings:
         print(f"cas: warning: {message}", file=sys.stderr)
     if json_out:
@@ -81,6 +80,7 @@ def snapshots_command(
 ) -> None:
     """List the snapshots of NAME, oldest first: time, rows, size, content hash, query."""
     from cas.repo import Repo
+    from cas.snapshot import list_snapshots
 
     repo = Repo.discover(Path.cwd())
     with warnings.catch_warnings(record=True) as caught:

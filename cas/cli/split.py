@@ -13,7 +13,6 @@ import typer
 from rich.table import Table
 
 from cas.cli.output import emit_json, out, state
-from cas.split import parse_fractions, split_parquet
 
 DEFAULT_FRACTIONS = "train=0.8,val=0.1,test=0.1"
 
@@ -62,6 +61,9 @@ def split(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Parse, delegate, report: the user-facing text is in HELP, the logic in cas.split."""
+    # numpy/pyarrow/blake3 cost ~0.2 s to import; every other cas command should not pay it.
+    from cas.split import parse_fractions, split_parquet
+
     wanted = parse_fractions(fractions)
     counts = split_parquet(
         file, id_column, seed, wanted, out_dir=out_dir, group_column=group_column

@@ -22,6 +22,9 @@ from cas.rows import Row
 from cas.workspace import Entry, entry_of, scan
 
 if TYPE_CHECKING:
+    from cas.state import StatSnapshot
+
+if TYPE_CHECKING:
     from cas.repo import Repo, Target
 
 _ALWAYS_TRUSTED = sys.maxsize
@@ -72,44 +75,56 @@ def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResu
 
     if snapshot and snapshot.unchanged(entries):
         manifest_id, hashed, new_bytes = snapshot.manifest_id, 0, 0
-        cache_entries = [(e, _ALWAYS_TRUSTED) for e in entries]
     else:
-        hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
-        todo = [e for e, hit in zip(entries, hits) if not hit]
-        progress.start(f"adding {target.path}", sum(e.size for e in todo))
-        new_rows = []
-        cache_entries = [(e, _ALWAYS_TRUSTED) for e, hit in zip(entries, hits) if hit]
-        with repo.objects.writer() as writer:
-
-            def one(entry: Entry) -> tuple[Row, Entry, int]:
-                shown = file_path(repo, target, kind, entry.path)
-                return hash_file(repo.abspath(shown), entry, shown, writer)
-
-            for row, after, checked in bounded_map(one, todo):
-                new_rows.append(row)
-                cache_entries.append((after, checked))
-                progress.advance(row.size)
-        progress.finish()
-        # pyarrow is imported only here: an unchanged re-add must not pay its import time
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from cas import manifest
-
-        table = manifest.from_rows(new_rows)
-        if snapshot and any(hits):
-            old = repo.load_manifest(snapshot.manifest_id)
-            kept_paths = pa.array([e.path for e, hit in zip(entries, hits) if hit], pa.string())
-            kept = old.filter(pc.is_in(old.column("path"), value_set=kept_paths))
-            table = pa.concat_tables([kept, table]).sort_by("path")
-        manifest_id = repo.store_manifest(table)
-        hashed, new_bytes = len(todo), writer.new_bytes
+        manifest_id, hashed, new_bytes = _store(repo, target, kind, entries, snapshot, progress)
     ptr = Pointer(kind, manifest_id, total, len(entries))
     with repo.lock():
         changed = repo.write_pointer(target, ptr)
         gitignore = repo.ignore(target)
         repo.git.stage([target.pointer, gitignore])
-    repo.stat_cache.save(target.path, manifest_id, cache_entries, len(entries))
     return AddResult(
         target.path, target.pointer, manifest_id, len(entries), total, hashed, new_bytes, changed
     )
+
+
+def _store(
+    repo: Repo,
+    target: Target,
+    kind: str,
+    entries: list[Entry],
+    snapshot: StatSnapshot | None,
+    progress: Progress,
+) -> tuple[str, int, int]:
+    """Hash what the stat cache cannot vouch for, store new chunks and the manifest, and
+    refresh the cache. Returns (manifest id, files hashed, new bytes stored)."""
+    hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
+    todo = [e for e, hit in zip(entries, hits) if not hit]
+    progress.start(f"adding {target.path}", sum(e.size for e in todo))
+    new_rows = []
+    cache_entries = [(e, _ALWAYS_TRUSTED) for e, hit in zip(entries, hits) if hit]
+    with repo.objects.writer() as writer:
+
+        def one(entry: Entry) -> tuple[Row, Entry, int]:
+            shown = file_path(repo, target, kind, entry.path)
+            return hash_file(repo.abspath(shown), entry, shown, writer)
+
+        for row, after, checked in bounded_map(one, todo):
+            new_rows.append(row)
+            cache_entries.append((after, checked))
+            progress.advance(row.size)
+    progress.finish()
+    # pyarrow is imported only here: an unchanged re-add must not pay its import time
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cas import manifest
+
+    table = manifest.from_rows(new_rows)
+    if snapshot and any(hits):
+        old = repo.load_manifest(snapshot.manifest_id)
+        kept_paths = pa.array([e.path for e, hit in zip(entries, hits) if hit], pa.string())
+        kept = old.filter(pc.is_in(old.column("path"), value_set=kept_paths))
+        table = pa.concat_tables([kept, table]).sort_by("path")
+    manifest_id = repo.store_manifest(table)
+    repo.stat_cache.save(target.path, manifest_id, cache_entries, len(entries))
+    return manifest_id, len(todo), writer.new_bytes

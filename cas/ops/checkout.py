@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from cas.parallel import bounded_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
+from cas.state import settled
 from cas.store.local import storage_error
 from cas.workspace import Entry, entry_of, temp_name
 
@@ -138,10 +138,8 @@ def checkout(
         _set_executable(dest, row.executable)
         written.append(_stat_entry(dest, row.path))
     progress.finish()
-    # As git does for the files it writes: an entry is trusted when its mtime is older than the
-    # moment the cache is written by more than the racy margin.
-    done = time.time_ns()
-    cache.update((e.path, (e, done)) for e in written)
+    trusted_from = settled(written)
+    cache.update((e.path, (e, trusted_from)) for e in written)
     repo.stat_cache.save(target.path, ptr.manifest, cache.values(), len(expected))
     _write_pointer_if_rev(repo, target, ptr, rev)
     return result
