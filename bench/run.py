@@ -224,6 +224,7 @@ def main(argv: list[str]) -> int:
 
     meta = gather_meta(ctx, suites, load)
     meta["bench wall time"] = f"{total:.0f} s"
+    meta["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     notes = [
         *(["`--size small`: a smoke run on ~20x smaller data; the targets are defined for "
            "`--size full`, so PASS/FAIL here is indicative only."] if args.size == "small"
@@ -232,9 +233,11 @@ def main(argv: list[str]) -> int:
         "`cp -r` and timed as a baseline sample; the page cache is warm (data read once "
         "before timing); `sync` before each timed step; times are wall-clock medians over "
         "repetitions (min/max shown) and ratios use medians; peak RSS is the max RSS of the "
-        "largest process of the tool (as `/usr/bin/time -f %M`), worst repetition; checkouts "
-        "are verified (paths, sizes, sampled content) against the source; DVC runs with "
-        "`cache.type copy` and analytics off. Other work on the machine makes figures noisy.",
+        "largest process of the tool (as `/usr/bin/time -f %M`), worst repetition; CPU is "
+        "user+sys of the tool's process tree, a less load-sensitive view than wall time; "
+        "checkouts are verified (paths, sizes, sampled content) against the source; DVC runs "
+        "with `cache.type copy` and analytics off. Other work on the machine makes wall "
+        "times noisy: compare the load averages below.",
         *notes,
     ]
     print(f"\ntotal bench time {total:.0f} s; logs in {log_dir}")

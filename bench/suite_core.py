@@ -33,6 +33,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "store_size": ("store size after add", "B"),
     "store_growth": ("store growth after edit", "B"),
     "peak_rss": ("peak RSS (add, cold)", "MiB"),
+    "copy_cpu": ("cp -r CPU (user+sys)", "s"),
+    "add_cold_cpu": ("add (cold) CPU (user+sys)", "s"),
+    "checkout_cpu": ("checkout CPU (user+sys)", "s"),
 }
 STEPS = ("add_cold", "add_unchanged", "status", "checkout", "add_edit")
 
@@ -65,6 +68,7 @@ def measure_cp(ctx: BenchContext, name: str, src: Path, rep: int, col: Collector
                              label=f"cp-{name}-r{rep}")
         if res.ok:
             col.add(name, "cp", "copy", res.seconds)
+            col.add(name, "cp", "copy_cpu", res.cpu_seconds)
             col.add(name, "cp", "peak_rss", res.maxrss_bytes / MiB)
         else:
             col.error(name, "cp", "copy", res.describe_failure())
@@ -92,6 +96,7 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
                         label=f"{label}-cp")
         if "cp" in ctx.tools:
             col.add(ds_name, "cp", "copy", res.seconds)
+            col.add(ds_name, "cp", "copy_cpu", res.cpu_seconds)
             col.add(ds_name, "cp", "peak_rss", res.maxrss_bytes / MiB)
         for cmd in tool.setup:
             res = run.run(tool.argv(cmd), cwd=repo, env=env, label=f"{label}-setup")
@@ -106,6 +111,7 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
         step = "add_cold"
         res = run.check(tool.argv(tool.add), cwd=repo, env=env, label=f"{label}-add-cold")
         col.add(ds_name, tool.name, "add_cold", res.seconds)
+        col.add(ds_name, tool.name, "add_cold_cpu", res.cpu_seconds)
         col.add(ds_name, tool.name, "peak_rss", res.maxrss_bytes / MiB)
         col.add(ds_name, tool.name, "store_size", du_bytes(repo / tool.store))
         os.sync()
@@ -129,6 +135,7 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
         if problem:
             raise StepError(f"checkout produced a wrong tree: {problem}")
         col.add(ds_name, tool.name, "checkout", res.seconds)
+        col.add(ds_name, tool.name, "checkout_cpu", res.cpu_seconds)
 
         if plan is not None:
             step = "add_edit"

@@ -24,7 +24,8 @@ from pathlib import Path
 TIME_BIN = Path("/usr/bin/time")
 
 # Fallback when GNU time is absent: a tiny launcher that forks the tool, reaps it with
-# wait4 and writes "<maxrss KiB> <seconds>" to argv[1]. Its own start-up is excluded.
+# wait4 and writes "<maxrss KiB> <user s> <sys s> <wall s>" to argv[1]. Its own start-up
+# is excluded from the wall time.
 LAUNCHER = """
 import os, sys, time
 out, argv = sys.argv[1], sys.argv[2:]
@@ -38,7 +39,7 @@ if pid == 0:
 _, status, ru = os.wait4(pid, 0)
 dt = time.perf_counter() - t
 with open(out, "w") as f:
-    f.write(f"{ru.ru_maxrss} {dt}")
+    f.write(f"{ru.ru_maxrss} {ru.ru_utime} {ru.ru_stime} {dt}")
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
@@ -56,6 +57,7 @@ class RunResult:
     returncode: int | None
     seconds: float
     maxrss_bytes: int
+    cpu_seconds: float
     timed_out: bool
     log_prefix: Path
     spawn_error: str | None = None
@@ -112,7 +114,7 @@ class Runner:
         full_env = {**os.environ, **(env or {})}
         argv = [str(a) for a in argv]
         if self.use_time:
-            wrapped = [str(TIME_BIN), "-f", "%M", "-o", str(rss_file), *argv]
+            wrapped = [str(TIME_BIN), "-f", "%M %U %S", "-o", str(rss_file), *argv]
         else:
             wrapped = [sys.executable, "-S", "-c", LAUNCHER, str(rss_file), *argv]
         with open(f"{prefix}.out", "wb") as out, open(f"{prefix}.err", "wb") as err:
@@ -122,7 +124,7 @@ class Runner:
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                         start_new_session=True)
             except OSError as exc:
-                return RunResult(argv, None, 0.0, 0, False, prefix, spawn_error=str(exc))
+                return RunResult(argv, None, 0.0, 0, 0.0, False, prefix, spawn_error=str(exc))
             box: dict[str, object] = {}
 
             def reap() -> None:
@@ -141,17 +143,18 @@ class Runner:
             _, status, _ = box["wait"]  # type: ignore[misc]
             seconds = box["end"] - start  # type: ignore[operator]
             proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
-        maxrss_kib = 0
+        maxrss_kib, cpu = 0, 0.0
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = rss_file.read_text().split()
-            if self.use_time:
-                maxrss_kib = int(fields[-1])
-            else:
-                maxrss_kib, seconds = int(fields[0]), float(fields[1])
+            # GNU time may prefix "Command exited with non-zero status N": use the last line.
+            fields = rss_file.read_text().strip().splitlines()[-1].split()
+            maxrss_kib, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
+            if not self.use_time:
+                seconds = float(fields[3])
         with open(self.log_dir / "commands.tsv", "a") as index:
-            index.write(f"{prefix.name}\t{proc.returncode}\t{seconds:.3f}\t{maxrss_kib}\t"
-                        f"{shlex.join(argv)}\n")
-        return RunResult(argv, proc.returncode, seconds, maxrss_kib * 1024, timed_out, prefix)
+            index.write(f"{prefix.name}\t{proc.returncode}\t{seconds:.3f}\t{cpu:.2f}\t"
+                        f"{maxrss_kib}\t{shlex.join(argv)}\n")
+        return RunResult(argv, proc.returncode, seconds, maxrss_kib * 1024, cpu, timed_out,
+                         prefix)
 
     def check(self, argv: Sequence[str], *, cwd: Path, label: str,
               env: Mapping[str, str] | None = None, timeout: float | None = None) -> RunResult:

@@ -42,23 +42,36 @@ MAX_ROWS = 100_000_000
 
 
 def from_rows(rows: Iterable[Row]) -> pa.Table:
-    """A canonical table: rows sorted by path (UTF-8 bytes), every path checked and unique."""
-    ordered = sorted(rows, key=lambda r: r.path.encode())
+    """A canonical table: rows sorted by path (code point order, which is UTF-8 byte order),
+    every path checked and unique. Columns are built from flat lists: a list of dicts per row
+    would cost seconds for 200,000 files."""
+    ordered = sorted(rows, key=lambda r: r.path)
     for a, b in itertools.pairwise(ordered):
         if a.path == b.path:
             raise ManifestError(f"duplicate path in manifest: {a.path!r}")
     for r in ordered:
         check_path(r.path)
+    offsets = [0]
+    ids: list[bytes] = []
+    sizes: list[int] = []
+    for r in ordered:
+        for cid, size in r.chunks:
+            ids.append(cid)
+            sizes.append(size)
+        offsets.append(len(ids))
+    chunks = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.StructArray.from_arrays(
+            [pa.array(ids, pa.binary(32)), pa.array(sizes, pa.uint32())], fields=list(CHUNK_TYPE)
+        ),
+    )
     return pa.table(
         {
             "path": pa.array([r.path for r in ordered], pa.string()),
             "size": pa.array([r.size for r in ordered], pa.uint64()),
             "hash": pa.array([r.hash for r in ordered], pa.binary(32)),
             "executable": pa.array([r.executable for r in ordered], pa.bool_()),
-            "chunks": pa.array(
-                [[{"id": c, "size": s} for c, s in r.chunks] for r in ordered],
-                pa.list_(CHUNK_TYPE),
-            ),
+            "chunks": chunks,
         },
         schema=SCHEMA,
     )

@@ -53,7 +53,9 @@ def cas(
         text=True,
         env={**os.environ, **(env or {})},
     )
-    assert proc.returncode == code, f"cas {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == code, (
+        f"cas {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc
 
 
@@ -67,4 +69,8 @@ def write(path: Path, data: bytes | str) -> Path:
 
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes: equality means byte-for-byte equal trees."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

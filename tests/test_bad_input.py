@@ -75,7 +75,7 @@ def test_file_that_changes_while_hashed(tmp_path: Path) -> None:
     (entry,) = scan(tmp_path / "d", "d")
     write(tmp_path / "d/f", "after, longer")  # changes between the stat and the read
     with pytest.raises(FileChangedError, match="changed while cas read it"):
-        hash_file(tmp_path / "d/f", entry, "d/f", None)
+        hash_file(str(tmp_path / "d/f"), entry, "d/f", None)
 
 
 def test_unreadable_file(repo: Path) -> None:

@@ -106,9 +106,7 @@ POINTER = pointer.Pointer("dir", "ab" * 32, 1234, 5)
 
 def test_pointer_encoding_is_exact() -> None:
     data = POINTER.encode()
-    assert data == (
-        b"cas-pointer 1\nkind dir\nmanifest " + b"ab" * 32 + b"\nsize 1234\nfiles 5\n"
-    )
+    assert data == (b"cas-pointer 1\nkind dir\nmanifest " + b"ab" * 32 + b"\nsize 1234\nfiles 5\n")
     assert len(data) < 1024
     assert pointer.parse(data, "x.cas") == POINTER
 

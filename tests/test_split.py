@@ -181,7 +181,11 @@ def test_tiny_inputs_match_blake3(ids: list[Any]) -> None:
 # Stability, proportions, groups
 
 
-def test_existing_rows_never_move_when_rows_are_added_removed_or_reordered() -> None:
+def test_existing_rows_never_move_when_rows_are_added_removed_or_reordered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small chunks, so that the edits below also move rows across chunk boundaries.
+    monkeypatch.setattr(split_module, "_CHUNK", 257)
     base = [f"item-{i}" for i in range(5000)]
     before = dict(zip(base, _as_list(assign(base, 11, F)), strict=True))
     rng = random.Random(5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> dict[str, Row]:
             )
         name = PurePosixPath(target.path).name
         (row,) = rows.values()
-        return {name: dataclasses.replace(row, path=name)}
+        return {name: row._replace(path=name)}
     return rows
 
 

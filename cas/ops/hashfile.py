@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from cas import chunker, hashing
 from cas.errors import FileChangedError, PathError
@@ -16,7 +15,7 @@ SMALL = chunker.MIN_SIZE
 
 
 def hash_file(
-    path: Path, entry: Entry, shown: str, writer: PackWriter | None
+    path: str, entry: Entry, shown: str, writer: PackWriter | None
 ) -> tuple[Row, Entry, int]:
     """Chunk and hash one file, storing new chunks through ``writer`` (None: hash only).
 
@@ -51,7 +50,7 @@ def hash_file(
     except PermissionError:
         raise PathError(f"cannot read {shown}: permission denied; fix its mode") from None
     checked = time.time_ns()
-    now = entry_of(str(path), entry.path, after)
+    now = entry_of(path, entry.path, after)
     if now.stat_key != entry.stat_key or size != entry.size:
         raise FileChangedError(
             f"{shown} changed while cas read it; rerun when nothing is writing to it"

@@ -79,7 +79,7 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
             tree.cache_entries[entry.path] = (entry, TRUSTED)
         else:
             shown = file_path(repo, target, kind, entry.path)
-            row, after, checked = hash_file(repo.abspath(shown), entry, shown, None)
+            row, after, checked = hash_file(str(repo.abspath(shown)), entry, shown, None)
             tree.rows[entry.path] = row
             tree.cache_entries[entry.path] = (after, checked)
     return tree
