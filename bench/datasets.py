@@ -247,8 +247,8 @@ def plan_edit(ds: Dataset, *, n_large: int = 10, n_append: int = 50, n_delete: i
               n_new: int = 100) -> EditPlan:
     """Pick the files to edit, deterministically from the manifest and seed.
 
-    Inserts go to the biggest files (all files of >= 64 MiB-class first, here the four
-    "large" ones) plus randomly chosen 1-8 MiB ones; appends/deletes hit small files.
+    Inserts go to every file of the largest size (the four "large" ones) plus randomly
+    chosen 1-8 MiB ones up to ``n_large``; appends, deletes and new files are small ones.
     """
     rng = np.random.default_rng([ds.spec.seed, 42])
     by_size = sorted(ds.manifest, key=lambda r: (-ds.manifest[r], r))

@@ -34,8 +34,9 @@ pid = os.fork()
 if pid == 0:
     try:
         os.execvp(argv[0], argv)
-    finally:
-        os._exit(127)
+    except OSError as exc:
+        print(f"cannot run {argv[0]}: {exc}", file=sys.stderr, flush=True)
+    os._exit(127)
 _, status, ru = os.wait4(pid, 0)
 dt = time.perf_counter() - t
 with open(out, "w") as f:
@@ -83,7 +84,7 @@ class RunResult:
         if self.spawn_error:
             return f"`{cmd}` could not start: {self.spawn_error}"
         if self.timed_out:
-            return f"`{cmd}` timed out after {self.seconds:.0f} s"
+            return f"`{cmd}` timed out after {self.seconds:.1f} s"
         return f"`{cmd}` exited {self.returncode}: {self.tail()}"
 
 

@@ -187,3 +187,28 @@ def test_deleting_a_file_is_seen_by_status_add_and_checkout(git_repo: Path) -> N
     (git_repo / "data/d1/f01.bin").unlink()
     cas(git_repo, "checkout")
     assert (git_repo / "data/d1/f01.bin").exists()
+
+
+def test_clones_can_share_one_store(git_repo: Path, tmp_path: Path) -> None:
+    cas(git_repo, "init")
+    shared = tmp_path / "shared-store"
+    cfg = git_repo / ".cas/config"
+    cfg.write_text(f"[core]\nstore = {shared}\n")
+    make_data(git_repo)
+    cas(git_repo, "add", "data")
+    git(git_repo, "add", ".cas/config")
+    git(git_repo, "commit", "-qm", "v1")
+    assert any((shared / "packs").rglob("*")) and not (git_repo / ".cas/store").exists()
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(git_repo), str(clone))
+    cas(clone, "checkout")  # no pull needed: the store is shared
+    assert tree(clone / "data") == tree(git_repo / "data")
+
+
+def test_init_is_idempotent_and_keeps_config(git_repo: Path) -> None:
+    cas(git_repo, "init")
+    (git_repo / ".cas/config").write_text("[core]\nfsync = true\n")
+    cas(git_repo, "init")
+    assert "fsync = true" in (git_repo / ".cas/config").read_text()
+    ignored = (git_repo / ".cas/.gitignore").read_text().split()
+    assert {"/store/", "/state/", "/config.local"} <= set(ignored)
