@@ -9,7 +9,7 @@ from cas import chunker, hashing
 from cas.errors import FileChangedError, PathError
 from cas.objects import PackWriter
 from cas.rows import Row
-from cas.workspace import Entry, entry_of
+from cas.workspace import Entry
 
 SMALL = chunker.MIN_SIZE
 
@@ -23,18 +23,24 @@ def hash_file(
     the time that stat was taken, which the stat cache needs to rule out racy entries.
     """
     try:
-        with open(path, "rb", buffering=0) as f:
-            if entry.size <= SMALL:
-                data = f.read()
-                file_hash = hashing.digest(data)
-                chunks: tuple[tuple[bytes, int], ...] = ((file_hash, len(data)),) if data else ()
-                if writer is not None and data:
-                    writer.add(file_hash, data)
-                size = len(data)
-            else:
-                h = hashing.hasher()
-                found = []
-                size = 0
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise FileChangedError(f"{shown} disappeared while cas read it; rerun") from None
+    except PermissionError:
+        raise PathError(f"cannot read {shown}: permission denied; fix its mode") from None
+    try:
+        if entry.size <= SMALL:  # one read, one chunk: the common case of many small files
+            data = os.read(fd, SMALL + 1)
+            file_hash = hashing.digest(data)
+            chunks: tuple[tuple[bytes, int], ...] = ((file_hash, len(data)),) if data else ()
+            if writer is not None and data:
+                writer.add(file_hash, data)
+            size = len(data)
+        else:
+            h = hashing.hasher()
+            found = []
+            size = 0
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
                 for view in chunker.cut_stream(f):
                     cid = hashing.digest(view)
                     h.update(view)
@@ -42,17 +48,15 @@ def hash_file(
                         writer.add(cid, view)
                     found.append((cid, len(view)))
                     size += len(view)
-                file_hash = h.digest()
-                chunks = tuple(found)
-            after = os.fstat(f.fileno())
-    except FileNotFoundError:
-        raise FileChangedError(f"{shown} disappeared while cas read it; rerun") from None
-    except PermissionError:
-        raise PathError(f"cannot read {shown}: permission denied; fix its mode") from None
+            file_hash = h.digest()
+            chunks = tuple(found)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
     checked = time.time_ns()
-    now = entry_of(path, entry.path, after)
-    if now.stat_key != entry.stat_key or size != entry.size:
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != entry.stat_key or size != entry.size:
         raise FileChangedError(
             f"{shown} changed while cas read it; rerun when nothing is writing to it"
         )
+    now = entry
     return Row(entry.path, size, file_hash, entry.executable, chunks), now, checked
