@@ -120,6 +120,11 @@ class Repo:
             return Target(pointer.target_of(rel), rel)
         return Target(rel, pointer.pointer_for(rel))
 
+    def _checked(self, pointer_path: str) -> Target:
+        """A target named by Git (a committed pointer): its folder, once symlinks are resolved,
+        must still be inside the repository, or writing its data could land anywhere."""
+        return self.target(pointer_path, self.root)
+
     def targets(
         self, args: Sequence[str | Path], rev: str | None = None, cwd: Path | None = None
     ) -> list[Target]:
@@ -131,7 +136,7 @@ class Repo:
             if rev
             else self.git.worktree_files(pointer.SUFFIX)
         )
-        return [Target(pointer.target_of(p), p) for p in paths]
+        return [self._checked(p) for p in paths]
 
     def abspath(self, rel: str) -> Path:
         return self.root / rel
@@ -249,7 +254,7 @@ class Repo:
         else:
             names = {t.pointer for t in self.targets((), rev_a)}
             names |= {t.pointer for t in self.targets((), rev_b)}
-            targets = [Target(pointer.target_of(p), p) for p in sorted(names)]
+            targets = [self._checked(p) for p in sorted(names)]
         return [c for t in targets for c in diff_op.diff(self, t, rev_a, rev_b)]
 
     def ls(self, paths: Sequence[str | Path] = (), rev: str | None = None) -> list[dict]:

@@ -35,7 +35,9 @@ def entry_of(abspath: str, rel: str, st: os.stat_result) -> Entry:
     return Entry(rel, st.st_size, st.st_mtime_ns, st.st_ino, bool(st.st_mode & stat.S_IXUSR))
 
 
-def _refuse(kind: str, shown: str) -> PathError:
+def refuse(mode: int, shown: str) -> PathError:
+    """The error for anything that is neither a regular file nor a folder."""
+    kind = "symbolic link" if stat.S_ISLNK(mode) else "special file"
     return PathError(
         f"{shown} is a {kind}; cas tracks regular files only: replace it by a copy or remove it"
     )
@@ -75,10 +77,8 @@ def scan(root: Path, shown: str) -> list[Entry]:
                     )
                 elif S_ISDIR(mode):
                     stack.append((rel + "/", de.path))
-                elif stat.S_ISLNK(mode):
-                    raise _refuse("symbolic link", f"{shown}/{rel}")
                 else:
-                    raise _refuse("special file", f"{shown}/{rel}")
+                    raise refuse(mode, f"{shown}/{rel}")
     entries.sort(key=lambda e: e.path)
     return entries
 

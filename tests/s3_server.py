@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 ACCESS_KEY = "cas-test-key"
-SECRET_KEY = "cas-test-secret-Zq9vX2"  # noqa: S105 - a throwaway identity of a private server
+SECRET_KEY = "cas-test-secret-Zq9vX2"
 READY_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
 
@@ -98,8 +98,13 @@ class S3Server:
             "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
         ]  # fmt: skip
         log = open(self.base / "weed.log", "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ traceback (unless --verbose), and nothing half-written where a user would see it
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,20 @@ def test_python_api_raises_typed_errors(repo: Path) -> None:
     with pytest.raises(PathError):
         Repo.discover(repo).add(["missing"])
     assert sys.modules["cas.repo"] is not None
+
+
+def test_symlinked_target_or_parent_is_refused(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write(outside / "x", "x")
+    os.symlink(outside, repo / "data")
+    assert "symbolic link" in one_line(cas(repo, "add", "data", code=2).stderr)
+    os.unlink(repo / "data")
+    write(repo / "sub/data/a", "a")
+    cas(repo, "add", "sub/data")
+    git(repo, "commit", "-qm", "v1")
+    shutil.rmtree(repo / "sub")
+    os.symlink(outside, repo / "sub")  # a parent of a committed pointer now leads outside
+    for args in (["--rev", "HEAD"], ["sub/data.cas"]):
+        line = one_line(cas(repo, "checkout", *args, code=2).stderr)
+        assert "outside the repository" in line
+    assert sorted(p.name for p in outside.iterdir()) == ["x"]  # nothing written there

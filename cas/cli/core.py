@@ -48,9 +48,16 @@ def add(
 
 def status(
     targets: list[Path] = typer.Argument(None, help="Pointers or targets (default: all)."),
+    remote: bool = typer.Option(False, "--remote", help="What is not pushed / not fetched."),
+    remote_name: str = typer.Option(None, "-r", help="With --remote: which remote."),
     json_out: bool = JSON,
 ) -> None:
-    """How each tracked dataset differs from its pointer."""
+    """How each tracked dataset differs from its pointer (--remote: from the remote)."""
+    if remote:
+        from cas.cli.remote import status_remote  # lazily: keeps fsspec out of plain status
+
+        status_remote(targets or [], remote_name, json_out)
+        return
     results = Repo.discover().status(targets or [])
     if json_out:
         emit_json([asdict(r) for r in results])

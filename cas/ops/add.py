@@ -20,7 +20,7 @@ from cas.parallel import bounded_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
-from cas.workspace import Entry, entry_of, scan
+from cas.workspace import Entry, entry_of, refuse, scan
 
 if TYPE_CHECKING:
     from cas.state import StatSnapshot
@@ -44,18 +44,24 @@ class AddResult:
     pointer_changed: bool
 
 
-def working_entries(repo: Repo, target: Target) -> tuple[str, list[Entry]]:
-    """The kind of a target in the working tree and its files."""
+def working_entries(
+    repo: Repo, target: Target, missing_ok: bool = False
+) -> tuple[str | None, list[Entry]]:
+    """The kind of a target in the working tree ("dir", "file"; None if absent and
+    ``missing_ok``) and its files. A symlinked target is refused: following it could read or
+    write outside the repository."""
     path = repo.abspath(target.path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        if missing_ok:
+            return None, []
         raise PathError(f"{target.path} does not exist; check the path") from None
     if stat.S_ISDIR(st.st_mode):
         return "dir", scan(path, target.path)
     if stat.S_ISREG(st.st_mode):
         return "file", [entry_of(str(path), path.name, st)]
-    raise PathError(f"{target.path} is not a regular file or folder; cas cannot track it")
+    raise refuse(st.st_mode, target.path)
 
 
 def file_path(repo: Repo, target: Target, kind: str, rel: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cas import hashing
-from cas.errors import ConflictError, CorruptObjectError, ObjectMissingError, PathError
+from cas.errors import ConflictError, CorruptObjectError, PathError
 from cas.ops.compare import expected_rows
 from cas.ops.worktree import read_worktree
 from cas.parallel import bounded_map
@@ -102,10 +102,9 @@ def checkout(
     needed = {cid for r in writes for cid, _ in r.chunks}
     missing = repo.objects.missing_chunks(needed)
     if missing:
-        raise ObjectMissingError(
-            f"{len(missing)} chunks that {target.pointer} needs are not in the local store; "
-            f"run 'cas pull {target.pointer}'"
-        )
+        from cas.ops.transfer import fetch_chunks  # lazily: fsspec is not needed otherwise
+
+        fetch_chunks(repo, missing, progress=progress, needed_by=target.pointer)
 
     if kind_clash:
         _remove(base)

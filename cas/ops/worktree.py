@@ -7,16 +7,14 @@ chunks can be checked against the store before anything overwrites it).
 
 from __future__ import annotations
 
-import os
-import stat
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cas.ops.add import file_path
+from cas.ops.add import file_path, working_entries
 from cas.ops.hashfile import hash_file
 from cas.rows import Row
-from cas.workspace import Entry, entry_of, scan
+from cas.workspace import Entry
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -51,15 +49,7 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
     against), no row is materialised at all: ``all_cached`` says so and the caller takes the
     fast path.
     """
-    path = repo.abspath(target.path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return Worktree(None, [])
-    if stat.S_ISDIR(st.st_mode):
-        kind, entries = "dir", scan(path, target.path)
-    else:
-        kind, entries = "file", [entry_of(str(path), path.name, st)]
+    kind, entries = working_entries(repo, target, missing_ok=True)
     tree = Worktree(kind, entries)
     snapshot = repo.stat_cache.load(target.path)
     if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):

@@ -1,0 +1,333 @@
+"""``cas://``: tracked data as a read-only fsspec filesystem, at any Git revision.
+
+    import pandas as pd
+    pd.read_parquet("cas://snapshots/orders/2026-11-26.parquet", storage_options={"rev": "v1"})
+
+Paths are repository-relative paths of tracked files (``data/x/y.bin`` inside a tracked folder
+``data``, or a tracked single file ``model.bin``); folders are implied by those paths. Storage
+options: ``rev`` (a Git revision; default the worktree pointers) and ``repo`` (the repository's
+path; default the current directory). Nothing is checked out: bytes come from the chunks in the
+local store, each verified on read, and a range read touches only the chunks covering the range.
+
+The fsspec entry point ``cas = "cas.fs:CASFileSystem"`` (group ``fsspec.specs``) makes pandas,
+pyarrow, DuckDB and anything else fsspec-aware resolve ``cas://`` without importing cas first.
+
+:class:`RepoView` is also what :mod:`cas.torch` reads through: it survives being pickled into a
+DataLoader worker and reopens the repository in each process (see its docstring).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+from cas.errors import ObjectMissingError
+from cas.gitio import GitRepo
+from cas.ops.compare import expected_rows
+from cas.pointer import Pointer
+from cas.repo import CAS_DIR, Repo, Target
+from cas.rows import Row
+
+__all__ = ["CASFile", "CASFileSystem", "RepoView"]
+
+
+def _ensure_local(repo: Repo, chunk_ids: Iterable[bytes]) -> None:
+    """Fetch the chunks the local store lacks from the default remote, into the local store.
+
+    The one place reads reach for a remote. ``cas.ops.transfer`` is imported only when a chunk
+    is missing, so reading local data never loads remote code or its dependencies."""
+    missing = repo.objects.missing_chunks(chunk_ids)
+    if not missing:
+        return
+    try:
+        from cas.ops import transfer
+    except ModuleNotFoundError as err:
+        if err.name != "cas.ops.transfer":
+            raise
+        raise ObjectMissingError(
+            f"{len(missing)} chunk(s) (e.g. {min(missing).hex()}) are not in the local store "
+            "and this cas cannot fetch them; run 'cas pull' to fetch them"
+        ) from err
+    transfer.fetch_chunks(repo, sorted(missing))
+
+
+def _commit_of(repo: Repo, rev: str) -> str:
+    """The commit id ``rev`` names now, so a moving branch or tag cannot change the data under
+    a reader that already started (and so a training run can log exactly what it read)."""
+    repo.git.exists_at(rev, CAS_DIR)  # raises UsageError naming an unknown revision
+    return repo.git.repo.commit(rev).hexsha
+
+
+class RepoView:
+    """A repository at one revision (None: the worktree pointers), safe across processes.
+
+    Only the root and the resolved commit are pickled. The :class:`Repo` (and with it the
+    ObjectStore, whose pack file descriptors and locks must never be shared with a forked or
+    spawned child) is reopened lazily whenever ``os.getpid()`` differs from the process that
+    opened it, so every DataLoader worker reads through its own handles."""
+
+    def __init__(self, repo: str | os.PathLike[str] | None = None, rev: str | None = None):
+        opened = Repo.discover(repo)
+        self.root: Path = opened.root
+        self.rev: str | None = _commit_of(opened, rev) if rev else None
+        self._repo: Repo | None = opened
+        self._pid = os.getpid()
+        self._rows: dict[tuple[str, str], dict[str, Row]] = {}
+        self._pointers: dict[str, Pointer] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "rev": self.rev}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root = state["root"]
+        self.rev = state["rev"]
+        self._repo = None
+        self._pid = -1
+        self._rows = {}
+        self._pointers = {}
+
+    @property
+    def repo(self) -> Repo:
+        if self._repo is None or self._pid != os.getpid():
+            self._repo = Repo(GitRepo(self.root))
+            self._pid = os.getpid()
+        return self._repo
+
+    def targets(self) -> list[Target]:
+        return self.repo.targets((), self.rev)
+
+    def pointer(self, target: Target) -> Pointer:
+        """The target's pointer; at a commit it cannot change, so it is read from Git once."""
+        if self.rev is None:
+            return self.repo.read_pointer(target)
+        ptr = self._pointers.get(target.pointer)
+        if ptr is None:
+            ptr = self._pointers[target.pointer] = self.repo.read_pointer(target, self.rev)
+        return ptr
+
+    def files(self, target: Target, ptr: Pointer) -> dict[str, Row]:
+        """The target's rows keyed by repository-relative path (cached per manifest id: a
+        manifest never changes, so the cache stays right even for worktree pointers)."""
+        key = (target.path, ptr.manifest)
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = {
+                target.path if ptr.kind == "file" else f"{target.path}/{p}": row
+                for p, row in expected_rows(self.repo, target, ptr).items()
+            }
+            self._rows[key] = rows
+        return rows
+
+    def read_chunks(self, chunk_ids: list[bytes]) -> list[bytes]:
+        """Verified chunk bytes, fetching any the local store lacks first."""
+        repo = self.repo
+        _ensure_local(repo, chunk_ids)
+        return [repo.objects.read_chunk(cid) for cid in chunk_ids]
+
+    def read_file(self, chunk_ids: list[bytes]) -> bytes:
+        return b"".join(self.read_chunks(chunk_ids))
+
+
+def _dir_info(name: str) -> dict[str, Any]:
+    return {"name": name, "size": 0, "type": "directory"}
+
+
+def _file_info(name: str, row: Row) -> dict[str, Any]:
+    return {
+        "name": name,
+        "size": row.size,
+        "type": "file",
+        "blake3": row.hash.hex(),
+        "executable": row.executable,
+    }
+
+
+def _read_only(path: str) -> PermissionError:
+    return PermissionError(
+        f"cas://{path}: cas:// is read-only; write the data in the worktree and 'cas add' it"
+    )
+
+
+class CASFileSystem(AbstractFileSystem):
+    """Read-only view of every tracked file at one revision.
+
+    ``cachable`` is off: fsspec would otherwise hand back the instance made for the same
+    options, whose worktree target list and resolved ``rev`` commit may be stale since."""
+
+    protocol = "cas"
+    root_marker = ""
+    cachable = False
+
+    def __init__(
+        self,
+        repo: str | os.PathLike[str] | None = None,
+        rev: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.view = RepoView(repo, rev)
+        self._targets: list[Target] | None = None
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        return super()._strip_protocol(path).lstrip("/")
+
+    # -- lookups -----------------------------------------------------------------------------
+    def _overlapping(self, path: str) -> Iterator[Target]:
+        """Targets that hold ``path`` or lie under it; only their manifests are read."""
+        if self._targets is None:
+            self._targets = self.view.targets()
+        for t in self._targets:
+            inside = t.path == path or path.startswith(f"{t.path}/")
+            if inside or not path or t.path.startswith(f"{path}/"):
+                yield t
+
+    def _rows(self, path: str) -> Iterator[tuple[str, Row]]:
+        for t in self._overlapping(path):
+            yield from self.view.files(t, self.view.pointer(t)).items()
+
+    def _file(self, path: str) -> Row | None:
+        for t in self._overlapping(path):
+            row = self.view.files(t, self.view.pointer(t)).get(path)
+            if row is not None:
+                return row
+        return None
+
+    def _under(self, path: str) -> Iterator[tuple[str, Row]]:
+        """(path relative to ``path``, row) of every tracked file below the folder ``path``."""
+        prefix = f"{path}/" if path else ""
+        for name, row in self._rows(path):
+            if name.startswith(prefix):
+                yield name[len(prefix) :], row
+
+    # -- fsspec API --------------------------------------------------------------------------
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        row = self._file(path)
+        if row is not None:
+            return _file_info(path, row)
+        if not path or next(self._under(path), None) is not None:
+            return _dir_info(path)
+        raise FileNotFoundError(f"cas://{path}: not a tracked file or folder at this revision")
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        row = self._file(path)
+        if row is not None:
+            entries = [_file_info(path, row)]
+        else:
+            children: dict[str, dict[str, Any]] = {}
+            for rel, row in self._under(path):
+                head, sep, _ = rel.partition("/")
+                name = f"{path}/{head}" if path else head
+                children[name] = _dir_info(name) if sep else _file_info(name, row)
+            if not children and path:
+                raise FileNotFoundError(f"cas://{path}: not a tracked folder at this revision")
+            entries = [children[name] for name in sorted(children)]
+        return entries if detail else [e["name"] for e in entries]
+
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Every file below ``path`` from the manifests directly, without a walk of ``ls``
+        calls (each of which would scan the same rows again)."""
+        path = self._strip_protocol(path)
+        found: dict[str, dict[str, Any]] = {}
+        row = self._file(path)
+        if row is not None:
+            found[path] = _file_info(path, row)
+        prefix = f"{path}/" if path else ""
+        for rel, row in self._under(path):
+            parts = rel.split("/")
+            if maxdepth is None or len(parts) <= maxdepth:
+                found[prefix + rel] = _file_info(prefix + rel, row)
+            if withdirs:
+                depth = len(parts) - 1 if maxdepth is None else min(len(parts) - 1, maxdepth)
+                for i in range(1, depth + 1):
+                    name = prefix + "/".join(parts[:i])
+                    found.setdefault(name, _dir_info(name))
+        if withdirs and path and found and path not in found:
+            found[path] = _dir_info(path)
+        names = sorted(found)
+        return {n: found[n] for n in names} if detail else names
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> CASFile:
+        path = self._strip_protocol(path)
+        if mode != "rb":
+            raise _read_only(path)
+        row = self._file(path)
+        if row is None:
+            raise FileNotFoundError(f"cas://{path}: not a tracked file at this revision")
+        return CASFile(
+            self, path, row, block_size=block_size, cache_options=cache_options, **kwargs
+        )
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        raise _read_only(path2)
+
+    def rm(self, path: str, recursive: bool = False, maxdepth: int | None = None) -> None:
+        raise _read_only(path)
+
+    def rm_file(self, path: str) -> None:
+        raise _read_only(path)
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        raise _read_only(path)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        raise _read_only(path)
+
+
+class CASFile(AbstractBufferedFile):
+    """A tracked file opened for reading; a byte range maps to the chunks covering it.
+
+    fsspec's default read-ahead cache would fetch 5 MiB past every read, so the file uses no
+    fsspec cache and keeps only the last chunk it read: sequential small reads (what pyarrow
+    and ``readline`` do) read each chunk once, and a random range read reads only the chunks
+    that overlap it. ``chunks_read`` counts chunks read from the store."""
+
+    def __init__(self, fs: CASFileSystem, path: str, row: Row, **kwargs: Any) -> None:
+        self.row = row
+        self.offsets = list(itertools.accumulate((size for _, size in row.chunks), initial=0))
+        self.chunks_read = 0
+        self._last: tuple[int, bytes] | None = None
+        kwargs.setdefault("cache_type", "none")
+        if kwargs.get("block_size") is None:
+            kwargs["block_size"] = "default"
+        super().__init__(fs, path, mode="rb", size=row.size, **kwargs)
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        first = bisect_right(self.offsets, start) - 1
+        stop = bisect_left(self.offsets, end)  # chunks first .. stop-1 cover [start, end)
+        todo = [i for i in range(first, stop) if self._last is None or i != self._last[0]]
+        got = dict(zip(todo, self.fs.view.read_chunks([self.row.chunks[i][0] for i in todo])))
+        if self._last is not None and first <= self._last[0] < stop:
+            got[self._last[0]] = self._last[1]
+        self.chunks_read += len(todo)
+        self._last = (stop - 1, got[stop - 1])
+        base = self.offsets[first]
+        return b"".join(got[i] for i in range(first, stop))[start - base : end - base]

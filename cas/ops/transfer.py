@@ -1,0 +1,714 @@
+"""Push, fetch, pull, verify and status against a remote (layout and order: docs/remotes.md).
+
+The remote is a Store with the local store's key layout, so a pack travels as one object and
+200,000 small files cost ~30 requests, not 200,000. What makes it safe:
+
+- Only missing objects move: what the remote holds is learned from one listing per prefix
+  (``packs/``, ``index/``, ``manifests/``), never from a request per object.
+- Push order keeps the remote consistent at every instant: every pack, then its index file, then
+  (after all packs) the manifests. A manifest on the remote therefore always has its chunks there,
+  and a pointer that names it can be fetched; an interrupted push leaves only unreferenced packs,
+  which the rerun does not send again.
+- Nothing fetched is trusted: a whole pack is checked as ``cas fsck`` checks it (trailer, pack id,
+  every chunk) in a temp file before it is renamed into the local store; a range of chunks is
+  hashed chunk by chunk before it enters a new local pack; a manifest is decoded, which re-derives
+  its id. A remote serving wrong bytes gets an error naming the object, and the local store is
+  left as it was.
+- Concurrency is a pool of ``jobs`` threads over blocking store calls: each holds at most one
+  pack (streamed to or from a file) or one range in flight, so memory and open files stay bounded.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from cas import hashing
+from cas import remote as remote_config
+from cas.errors import CasError, CorruptObjectError, ObjectMissingError, StorageError, UsageError
+from cas.objects import (
+    _TAIL,
+    INDEX_MAGIC,
+    PACK_MAGIC,
+    Location,
+    decode_entries,
+    encode_entries,
+    index_key,
+    manifest_key,
+    pack_key,
+    pack_trailer,
+    trailer_bytes,
+)
+from cas.parallel import bounded_map
+from cas.progress import Progress, Silent
+
+if TYPE_CHECKING:
+    from cas.ops.checkout import CheckoutResult
+    from cas.pointer import Pointer
+    from cas.repo import Repo, Target
+    from cas.rows import Row
+    from cas.store.fsspec import FsspecStore
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+LAYOUT_KEY = "cas-remote"
+LAYOUT = b"cas-remote 1\n"
+DEFAULT_JOBS = 8
+#: Fetch a whole pack when at least this share of its bytes is needed; else range GETs.
+WHOLE_PACK_SHARE = 0.5
+#: Adjacent chunks are read in one range GET of at most this many bytes.
+MAX_RANGE = 8 * 1024 * 1024
+#: Remote index files are immutable (named by their pack id), so they are cached in the local
+#: store under this prefix and verified against the pack id once, when downloaded.
+REMOTE_INDEX_CACHE = "remote-index"
+
+
+# -- results ---------------------------------------------------------------------------------------
+@dataclass
+class Traffic:
+    """What crossed the network: the figures tests and benchmarks assert on."""
+
+    requests: int = 0
+    bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, nbytes: int, requests: int = 1) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes += nbytes
+
+
+@dataclass
+class PushResult:
+    remote: str
+    url: str
+    manifests: int = 0
+    packs: int = 0
+    indexes: int = 0
+    packs_present: int = 0
+    requests: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class FetchResult:
+    remote: str
+    url: str
+    manifests: int = 0
+    packs: int = 0
+    ranges: int = 0
+    chunks: int = 0
+    requests: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class Problem:
+    """One missing or corrupt remote object and the pointers (``rev:path``) that need it."""
+
+    object: str
+    problem: str
+    needed_by: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyResult:
+    remote: str
+    url: str
+    manifests: int = 0
+    chunks: int = 0
+    packs_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class RemoteStatus:
+    pointer: str
+    manifest: str
+    pushed: bool
+    missing_chunks: int
+    manifest_local: bool
+
+
+# -- what the remote holds -------------------------------------------------------------------------
+@dataclass
+class _Need:
+    """A pointer at a revision (``where``) and the manifest it names."""
+
+    where: str
+    target: Target
+    manifest: str
+
+
+class RemoteView:
+    """The remote's objects from one listing per prefix, plus its chunk index on demand."""
+
+    def __init__(self, repo: Repo, store: FsspecStore, traffic: Traffic, what: Sequence[str]):
+        self.repo = repo
+        self.store = store
+        self.traffic = traffic
+        self.manifests: set[str] = set()
+        self.packs: set[str] = set()
+        self.indexes: set[str] = set()
+        self.has_layout = self._check_layout()
+        listings = {"manifests": self.manifests, "packs": self.packs, "index": self.indexes}
+        for prefix in what:
+            listings[prefix].update(k.rsplit("/", 1)[1] for k in store.list(prefix + "/"))
+            traffic.count(0)
+        self._chunks: dict[bytes, Location] | None = None
+
+    def _check_layout(self) -> bool:
+        """False for a remote nothing was pushed to yet; refuses a layout from a newer cas."""
+        try:
+            data = self.store.get(LAYOUT_KEY)
+        except KeyError:
+            return False
+        finally:
+            self.traffic.count(0)
+        if data != LAYOUT:
+            raise StorageError(
+                f"{self.store.label} has layout {data[:40]!r}, which this cas does not know; "
+                "upgrade cas"
+            )
+        return True
+
+    def chunks(self, jobs: int) -> dict[bytes, Location]:
+        """chunk id -> location in a remote pack, from every remote index file. The pack of a
+        location may be missing (an interrupted push, a deleted object): check ``packs``. Index
+        files of packs the local store holds are read locally (same pack
+        id, same bytes); others come from the cache or are downloaded and verified once."""
+        if self._chunks is None:
+            complete = sorted(self.indexes)
+            found: dict[bytes, Location] = {}
+            for pack_id, entries in _map(lambda p: (p, self._index(p)), complete, jobs):
+                for cid, off, length in entries:
+                    found[cid] = Location(pack_id, off, length)
+            self._chunks = found
+        return self._chunks
+
+    def _index(self, pack_id: str) -> list[tuple[bytes, int, int]]:
+        local = self.repo.local
+        for key in (index_key(pack_id), f"{REMOTE_INDEX_CACHE}/{pack_id}"):
+            try:
+                return decode_entries(local.get(key)[len(INDEX_MAGIC) :], key)
+            except KeyError:
+                continue
+        data = self.store.get(index_key(pack_id))
+        self.traffic.count(len(data))
+        entries = _checked_index(data, pack_id, self.store.label)
+        local.put_bytes(f"{REMOTE_INDEX_CACHE}/{pack_id}", data)
+        return entries
+
+
+def _checked_index(data: bytes, pack_id: str, where: str) -> list[tuple[bytes, int, int]]:
+    """An index file is the pack's trailer entries: hashing them with the tail must give the
+    pack id, so a wrong index file cannot send a fetch to wrong ranges."""
+    key = index_key(pack_id)
+    body = data[len(INDEX_MAGIC) :]
+    if not data.startswith(INDEX_MAGIC):
+        raise CorruptObjectError(f"{key} on {where} is not an index file; re-push it")
+    entries = decode_entries(body, f"{key} on {where}")
+    if hashing.digest(body + _TAIL.pack(len(entries), PACK_MAGIC)).hex() != pack_id:
+        raise CorruptObjectError(f"{key} on {where} does not match its pack id; re-push it")
+    return entries
+
+
+def _map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> list[R]:
+    """Run ``fn`` over ``items`` on ``jobs`` threads; the first error cancels the rest."""
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="cas-net") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+# -- which pointers ------------------------------------------------------------------------------
+def _revisions(repo: Repo, revs: Sequence[str | None], all_commits: bool) -> list[str | None]:
+    if all_commits:
+        out = repo.git.repo.git.rev_list("--all")
+        return list(dict.fromkeys(out.split())) or [None]
+    return list(dict.fromkeys(revs)) or [None]
+
+
+def _needs(
+    repo: Repo, targets: Sequence[str | Path], revs: Sequence[str | None], all_commits: bool = False
+) -> list[_Need]:
+    needs: list[_Need] = []
+    for rev in _revisions(repo, revs, all_commits):
+        for target in repo.targets(targets, rev):
+            if all_commits and not repo.pointer_exists(target, rev):
+                continue
+            ptr: Pointer = repo.read_pointer(target, rev)
+            where = f"{rev}:{target.pointer}" if rev else target.pointer
+            needs.append(_Need(where, target, ptr.manifest))
+    if not needs:
+        raise UsageError("no pointers to transfer; name targets or run 'cas add' first")
+    return needs
+
+
+def _rows(repo: Repo, manifest_id: str) -> list[Row]:
+    from cas import manifest  # lazily: see cas.rows
+
+    return manifest.to_rows(repo.load_manifest(manifest_id))
+
+
+def _under(path: str, prefix: str | None) -> bool:
+    return prefix is None or path == prefix or path.startswith(prefix + "/")
+
+
+# -- push --------------------------------------------------------------------------------------
+def push(
+    repo: Repo,
+    targets: Sequence[str | Path] = (),
+    revs: Sequence[str | None] = (),
+    all_commits: bool = False,
+    remote: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    progress: Progress | None = None,
+) -> PushResult:
+    """Send what the pointers need and the remote lacks: packs + index files, then manifests."""
+    progress = progress or Silent()
+    spec = remote_config.resolve(repo, remote)
+    store = spec.open()
+    traffic = Traffic()
+    result = PushResult(spec.name, spec.url)
+    needs = _needs(repo, targets, revs, all_commits)
+    view = RemoteView(repo, store, traffic, ("manifests", "packs", "index"))
+    to_send = list(dict.fromkeys(n.manifest for n in needs if n.manifest not in view.manifests))
+    if to_send:
+        where = {n.manifest: n.where for n in needs}
+        local_index = repo.objects.index
+        uncovered: dict[bytes, str] = {}  # chunk -> pointer needing it, not yet on the remote
+        for manifest_id in to_send:
+            for row in _rows(repo, manifest_id):
+                for cid, _ in row.chunks:
+                    loc = local_index.get(cid)
+                    if loc is None or loc.pack not in view.packs or loc.pack not in view.indexes:
+                        uncovered.setdefault(cid, where[manifest_id])
+        if uncovered and (view.packs - set(repo.objects.pack_ids())):
+            # After a partial pull, a chunk may be on the remote in a pack this clone lacks.
+            remote_chunks = view.chunks(jobs)
+            uncovered = {
+                c: w
+                for c, w in uncovered.items()
+                if c not in remote_chunks or remote_chunks[c].pack not in view.packs
+            }
+        absent = [(c, w) for c, w in uncovered.items() if c not in local_index]
+        if absent:
+            cid, need = absent[0]
+            raise ObjectMissingError(
+                f"{len(absent)} chunks that {need} needs (e.g. {cid.hex()}) are neither in the "
+                f"local store nor on remote '{spec.name}'; push from the clone that added them"
+            )
+        packs = sorted({local_index[c].pack for c in uncovered})
+        result.packs_present = len([p for p in packs if p in view.packs])
+        if not view.has_layout:
+            store.put_bytes(LAYOUT_KEY, LAYOUT)
+            traffic.count(len(LAYOUT))
+        total = sum(repo.local.size(pack_key(p)) for p in packs if p not in view.packs)
+        progress.start(f"pushing to {spec.name}", total)
+        lock = threading.Lock()
+
+        def send_pack(pack_id: str) -> None:
+            if pack_id not in view.packs:
+                path = repo.local.path(pack_key(pack_id))
+                size = path.stat().st_size
+                store.put_file(pack_key(pack_id), path)
+                traffic.count(size)
+                with lock:
+                    result.packs += 1
+                progress.advance(size)
+            if pack_id not in view.indexes:  # only after its pack: an index never names a
+                data = repo.local.get(index_key(pack_id))  # pack that is not there
+                store.put_bytes(index_key(pack_id), data)
+                traffic.count(len(data))
+                with lock:
+                    result.indexes += 1
+
+        _map(send_pack, packs, jobs)
+        progress.finish()
+
+        def send_manifest(manifest_id: str) -> None:
+            data = repo.objects.get_manifest_bytes(manifest_id)
+            store.put_bytes(manifest_key(manifest_id), data)
+            traffic.count(len(data))
+
+        _map(send_manifest, to_send, jobs)  # last: every chunk they name is on the remote now
+        result.manifests = len(to_send)
+    result.requests, result.bytes = traffic.requests, traffic.bytes
+    return result
+
+
+# -- fetch ---------------------------------------------------------------------------------------
+def fetch(
+    repo: Repo,
+    targets: Sequence[str | Path] = (),
+    revs: Sequence[str | None] = (),
+    subpath: str | None = None,
+    remote: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    progress: Progress | None = None,
+) -> FetchResult:
+    """Bring the manifests of the pointers and the chunks they need (only those under
+    ``subpath`` of each target when given) into the local store."""
+    spec = remote_config.resolve(repo, remote)
+    store = spec.open()
+    traffic = Traffic()
+    result = FetchResult(spec.name, spec.url)
+    needs = _needs(repo, targets, revs)
+    missing_manifests = list(
+        dict.fromkeys(n.manifest for n in needs if not repo.objects.has_manifest(n.manifest))
+    )
+    where = {n.manifest: n.where for n in needs}
+
+    def get_manifest(manifest_id: str) -> None:
+        from cas import manifest
+
+        try:
+            data = store.get(manifest_key(manifest_id))
+        except KeyError:
+            raise ObjectMissingError(
+                f"manifest {manifest_id} that {where[manifest_id]} needs is not on remote "
+                f"'{spec.name}'; push it from the clone that added it"
+            ) from None
+        traffic.count(len(data))
+        manifest.decode(data, manifest_id)  # re-derives the id: wrong bytes raise here
+        repo.objects.put_manifest(manifest_id, data)
+
+    _map(get_manifest, missing_manifests, jobs)
+    result.manifests = len(missing_manifests)
+    needed: dict[bytes, str] = {}
+    for need in needs:
+        rows = _rows(repo, need.manifest)
+        for row in rows:
+            if _under(row.path, subpath):
+                for cid, _ in row.chunks:
+                    needed.setdefault(cid, need.where)
+    missing = repo.objects.missing_chunks(needed)
+    if missing:
+        _fetch_chunks(repo, spec, store, missing, jobs, progress or Silent(), traffic, result,
+                      lambda cid: needed[cid])  # fmt: skip
+    result.requests, result.bytes = traffic.requests, traffic.bytes
+    return result
+
+
+def fetch_chunks(
+    repo: Repo,
+    chunk_ids: Iterable[bytes],
+    remote: str | None = None,
+    progress: Progress | None = None,
+    jobs: int = DEFAULT_JOBS,
+    needed_by: str | None = None,
+) -> FetchResult:
+    """Fetch chunks the local store lacks from a remote (the default one unless named): the
+    on-demand path of checkout and the training adapters. Raises ObjectMissingError naming
+    ``needed_by`` when no remote is configured or the remote lacks a chunk."""
+    missing = repo.objects.missing_chunks(chunk_ids)
+    who = f"that {needed_by} needs " if needed_by else ""
+    if remote is None and remote_config.default_name(repo) is None:
+        if not missing:
+            return FetchResult("", "")
+        raise ObjectMissingError(
+            f"{len(missing)} chunks {who}are not in the local store and no remote is "
+            "configured; run `cas remote add origin s3://bucket/prefix`, then 'cas pull'"
+        )
+    spec = remote_config.resolve(repo, remote)
+    result = FetchResult(spec.name, spec.url)
+    if missing:
+        traffic = Traffic()
+        _fetch_chunks(repo, spec, spec.open(), missing, jobs, progress or Silent(), traffic,
+                      result, lambda _cid: needed_by or "the caller")  # fmt: skip
+        result.requests, result.bytes = traffic.requests, traffic.bytes
+    return result
+
+
+def _fetch_chunks(
+    repo: Repo,
+    spec: remote_config.Remote,
+    store: FsspecStore,
+    missing: set[bytes],
+    jobs: int,
+    progress: Progress,
+    traffic: Traffic,
+    result: FetchResult,
+    needed_by: Callable[[bytes], str],
+) -> None:
+    view = RemoteView(repo, store, traffic, ("packs", "index"))
+    remote_chunks = view.chunks(jobs)
+    unknown = [
+        c for c in missing if c not in remote_chunks or remote_chunks[c].pack not in view.packs
+    ]
+    if unknown:
+        raise ObjectMissingError(
+            f"{len(unknown)} chunks that {needed_by(unknown[0])} needs (e.g. {unknown[0].hex()}) "
+            f"are not on remote '{spec.name}' either; push them from the clone that added them"
+        )
+    by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
+    for cid in missing:
+        loc = remote_chunks[cid]
+        by_pack[loc.pack].append((cid, loc))
+    pack_bytes: dict[str, int] = defaultdict(int)
+    for loc in remote_chunks.values():
+        pack_bytes[loc.pack] += loc.length
+    wanted = {p: sum(loc.length for _, loc in items) for p, items in by_pack.items()}
+    whole = [p for p in sorted(by_pack) if wanted[p] >= WHOLE_PACK_SHARE * pack_bytes[p]]
+    ranges = [r for p in sorted(by_pack) if p not in whole for r in _coalesce(by_pack[p])]
+    total = sum(pack_bytes[p] for p in whole) + sum(r[2] for r in ranges)
+    progress.start(f"fetching from {spec.name}", total)
+
+    def get_pack(pack_id: str) -> None:
+        size = _download_pack(repo, store, pack_id)
+        traffic.count(size)
+        progress.advance(size)
+
+    _map(get_pack, whole, jobs)
+    result.packs += len(whole)
+    result.chunks += sum(len(by_pack[p]) for p in whole)
+
+    def get_range(
+        item: tuple[str, int, int, list[tuple[bytes, Location]]],
+    ) -> list[tuple[bytes, bytes]]:
+        pack_id, start, length, chunks = item
+        data = store.get_range(pack_key(pack_id), start, length)
+        traffic.count(length)
+        out = []
+        for cid, loc in chunks:
+            piece = data[loc.offset - start : loc.offset - start + loc.length]
+            if hashing.digest(piece) != cid:
+                raise CorruptObjectError(
+                    f"chunk {cid.hex()} in pack {pack_id} on {store.label} has wrong bytes; "
+                    "nothing was stored: re-push the pack from a clone that holds it"
+                )
+            out.append((cid, piece))
+        return out
+
+    if ranges:
+        with repo.objects.writer() as writer:  # one new local pack, filled on this thread
+            for chunk_list in bounded_map(get_range, ranges, workers=jobs, window=2 * jobs):
+                for cid, piece in chunk_list:
+                    writer.add(cid, piece)
+                    result.chunks += 1
+                progress.advance(sum(len(p) for _, p in chunk_list))
+        result.ranges += len(ranges)
+    progress.finish()
+
+
+def _coalesce(
+    items: list[tuple[bytes, Location]],
+) -> list[tuple[str, int, int, list[tuple[bytes, Location]]]]:
+    """Adjacent chunks of one pack become one range GET (up to MAX_RANGE); a gap starts a new
+    one, so exactly the needed bytes are read."""
+    out: list[tuple[str, int, int, list[tuple[bytes, Location]]]] = []
+    for cid, loc in sorted(items, key=lambda item: item[1].offset):
+        if out:
+            pack, start, length, chunks = out[-1]
+            if start + length == loc.offset and length + loc.length <= MAX_RANGE:
+                out[-1] = (pack, start, length + loc.length, [*chunks, (cid, loc)])
+                continue
+        out.append((loc.pack, loc.offset, loc.length, [(cid, loc)]))
+    return out
+
+
+def _verify_pack_file(path: Path, pack_id: str, where: str) -> list[tuple[bytes, int, int]]:
+    """Check a pack as ``cas fsck`` does: trailer, pack id, every chunk. Memory-mapped, so a
+    32 MiB pack is not copied into the heap."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            entries = pack_trailer(data, pack_id)  # type: ignore[arg-type]
+        except CorruptObjectError as err:
+            raise CorruptObjectError(f"pack {pack_id} on {where} is corrupt: {err}") from None
+        if hashing.digest(trailer_bytes(data, len(entries))).hex() != pack_id:  # type: ignore[arg-type]
+            raise CorruptObjectError(
+                f"pack {pack_id} on {where} is corrupt: its trailer does not hash to its name; "
+                "nothing was stored: re-push it from a clone that holds it"
+            )
+        for cid, off, length in entries:
+            if hashing.digest(data[off : off + length]) != cid:
+                raise CorruptObjectError(
+                    f"pack {pack_id} on {where} is corrupt: chunk {cid.hex()} has wrong bytes; "
+                    "nothing was stored: re-push it from a clone that holds it"
+                )
+    return entries
+
+
+def _download_pack(repo: Repo, store: FsspecStore, pack_id: str) -> int:
+    """Stream a remote pack into a local temp file, verify it, then rename it into the store."""
+    local = repo.local
+    tmp = local.temp_path()
+    try:
+        store.get_file(pack_key(pack_id), tmp)
+        entries = _verify_pack_file(tmp, pack_id, store.label)
+        size = tmp.stat().st_size
+    except KeyError:
+        tmp.unlink(missing_ok=True)
+        raise ObjectMissingError(
+            f"pack {pack_id} is listed on {store.label} but could not be read; rerun"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    local.put_file(pack_key(pack_id), tmp)
+    local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
+    repo.objects.register(pack_id, entries)
+    return size
+
+
+# -- pull ----------------------------------------------------------------------------------------
+def pull(
+    repo: Repo,
+    targets: Sequence[str | Path] = (),
+    rev: str | None = None,
+    subpath: str | None = None,
+    remote: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> tuple[FetchResult, list[CheckoutResult]]:
+    """Fetch, then check out (only ``subpath`` of each target when given)."""
+    fetched = fetch(repo, targets, [rev], subpath, remote, jobs, progress)
+    if subpath:
+        paths: list[str | Path] = [repo.root / t.path / subpath for t in repo.targets(targets, rev)]
+    else:
+        paths = [repo.root / t.pointer for t in repo.targets(targets, rev)] if targets else []
+    checked = repo.checkout(paths, rev=rev, force=force, progress=progress)
+    return fetched, checked
+
+
+# -- verify and status ---------------------------------------------------------------------------
+def verify(
+    repo: Repo,
+    targets: Sequence[str | Path] = (),
+    revs: Sequence[str | None] = (),
+    remote: str | None = None,
+    deep: bool = False,
+    jobs: int = DEFAULT_JOBS,
+) -> VerifyResult:
+    """Whether every object the pointers reach is on the remote: manifests and packs listed,
+    every chunk in some remote index whose pack is there. ``deep`` downloads and re-hashes."""
+    spec = remote_config.resolve(repo, remote)
+    store = spec.open()
+    traffic = Traffic()
+    result = VerifyResult(spec.name, spec.url)
+    needs = _needs(repo, targets, revs)
+    view = RemoteView(repo, store, traffic, ("manifests", "packs", "index"))
+    problems: dict[str, Problem] = {}
+
+    def report(obj: str, problem: str, where: str) -> None:
+        entry = problems.setdefault(obj, Problem(obj, problem))
+        if where not in entry.needed_by:
+            entry.needed_by.append(where)
+
+    remote_chunks = view.chunks(jobs)
+    local_index = repo.objects.index
+    used_packs: set[str] = set()
+    for need in needs:
+        on_remote = need.manifest in view.manifests
+        if not on_remote:
+            report(manifest_key(need.manifest), "missing", need.where)
+        try:
+            rows = _remote_rows(repo, store, need.manifest, on_remote and deep, traffic)
+        except ObjectMissingError:
+            continue  # missing on both sides: the manifest itself is reported
+        except CasError as err:
+            report(manifest_key(need.manifest), f"corrupt: {err}", need.where)
+            continue
+        result.manifests += 1
+        for row in rows:
+            for cid, _ in row.chunks:
+                result.chunks += 1
+                loc = remote_chunks.get(cid)
+                if loc is not None and loc.pack in view.packs:
+                    used_packs.add(loc.pack)
+                    continue
+                local = local_index.get(cid)
+                if loc is not None:
+                    report(pack_key(loc.pack), "missing (its index file is there)", need.where)
+                elif local is not None:
+                    report(pack_key(local.pack), "missing", need.where)
+                else:
+                    report(f"chunk {cid.hex()}", "in no remote index", need.where)
+    if deep:
+        users: dict[str, list[str]] = defaultdict(list)
+        for need in needs:
+            if need.manifest in view.manifests or repo.objects.has_manifest(need.manifest):
+                for row in _rows(repo, need.manifest):
+                    for cid, _ in row.chunks:
+                        loc = remote_chunks.get(cid)
+                        if (
+                            loc is not None
+                            and loc.pack in used_packs
+                            and need.where not in users[loc.pack]
+                        ):
+                            users[loc.pack].append(need.where)
+
+        def check_pack(pack_id: str) -> str | None:
+            tmp = repo.local.temp_path()
+            try:
+                store.get_file(pack_key(pack_id), tmp)
+                traffic.count(tmp.stat().st_size)
+                _verify_pack_file(tmp, pack_id, store.label)
+            except CorruptObjectError as err:
+                return str(err)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return None
+
+        for pack_id, error in zip(sorted(used_packs), _map(check_pack, sorted(used_packs), jobs)):
+            result.packs_checked += 1
+            if error:
+                for where in users[pack_id]:
+                    report(pack_key(pack_id), f"corrupt: {error}", where)
+    result.problems = list(problems.values())
+    return result
+
+
+def _remote_rows(
+    repo: Repo, store: FsspecStore, manifest_id: str, download: bool, traffic: Traffic
+) -> list[Row]:
+    """A manifest's rows: from the local store, else (or with ``download``) from the remote,
+    verified against its id either way. The local copy is not replaced."""
+    from cas import manifest
+
+    if not download and repo.objects.has_manifest(manifest_id):
+        return _rows(repo, manifest_id)
+    try:
+        data = store.get(manifest_key(manifest_id))
+    except KeyError:
+        raise ObjectMissingError(f"manifest {manifest_id} is on no store") from None
+    traffic.count(len(data))
+    return manifest.to_rows(manifest.decode(data, manifest_id))
+
+
+def remote_status(
+    repo: Repo, targets: Sequence[str | Path] = (), remote: str | None = None
+) -> list[RemoteStatus]:
+    """Per worktree pointer: is its manifest on the remote (pushed), and how many chunks it
+    needs are not in the local store (to fetch). One listing; no object is downloaded."""
+    spec = remote_config.resolve(repo, remote)
+    view = RemoteView(repo, spec.open(), Traffic(), ("manifests",))
+    out = []
+    for need in _needs(repo, targets, [None]):
+        local = repo.objects.has_manifest(need.manifest)
+        missing = 0
+        if local:
+            chunks = {cid for row in _rows(repo, need.manifest) for cid, _ in row.chunks}
+            missing = len(repo.objects.missing_chunks(chunks))
+        out.append(RemoteStatus(need.target.pointer, need.manifest,
+                                need.manifest in view.manifests, missing, local))  # fmt: skip
+    return out

@@ -1,0 +1,292 @@
+"""Remotes: named URLs in ``.cas/config`` (committed, so every clone knows them) with their
+secrets only in ``.cas/config.local`` (git-ignored).
+
+    [core]
+    remote = origin                      # the default remote
+    [remote "origin"]
+    url = s3://ml-data/cas
+    endpoint_url = http://127.0.0.1:8333 # MinIO, SeaweedFS, R2...; else $AWS_ENDPOINT_URL
+    region = eu-west-1
+    profile = ml                         # an AWS profile (~/.aws/credentials)
+
+    # .cas/config.local
+    [remote "origin"]
+    access_key_id = ...
+    secret_access_key = ...
+
+Credentials otherwise come from wherever botocore looks (environment, profile, instance role). A
+secret is refused in the committed file, never printed, and never part of an error message.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cas.config import CONFIG, LOCAL_CONFIG, Config
+from cas.errors import UsageError
+from cas.store.local import storage_error
+
+if TYPE_CHECKING:
+    from cas.repo import Repo
+    from cas.store.fsspec import FsspecStore
+
+OPTIONS = {
+    "url": "where the objects live (s3://bucket/prefix, file:///abs/path, gs://..., memory://)",
+    "endpoint_url": "S3 endpoint for MinIO, SeaweedFS, R2... (default: $AWS_ENDPOINT_URL)",
+    "region": "S3 region",
+    "profile": "AWS profile to take credentials from",
+}
+SECRETS = {
+    "access_key_id": "S3 access key id (only in .cas/config.local)",
+    "secret_access_key": "S3 secret key (only in .cas/config.local)",
+    "session_token": "S3 session token (only in .cas/config.local)",
+}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_CONNECT_TIMEOUT = 10
+_READ_TIMEOUT = 120
+
+
+def section(name: str) -> str:
+    return f'remote "{name}"'
+
+
+@dataclass(frozen=True)
+class Remote:
+    name: str
+    url: str
+    options: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def protocol(self) -> str:
+        return self.url.split("://", 1)[0]
+
+    @property
+    def endpoint(self) -> str:
+        """Where requests go, for messages: the S3 endpoint, else the URL itself."""
+        if self.protocol != "s3":
+            return self.url
+        return (
+            self.options.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or "the AWS S3 endpoint"
+        )
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec options. Only S3 takes any; other schemes use their library's defaults."""
+        if self.protocol != "s3":
+            return {}
+        client: dict[str, str] = {}
+        if self.endpoint != "the AWS S3 endpoint":
+            client["endpoint_url"] = self.endpoint
+        if "region" in self.options:
+            client["region_name"] = self.options["region"]
+        opts: dict[str, Any] = {
+            "client_kwargs": client,
+            # Listings must be fresh: a cached one would hide what another clone just pushed.
+            "use_listings_cache": False,
+            # One retry inside botocore; cas.store.fsspec retries with backoff on top.
+            "config_kwargs": {
+                "connect_timeout": _CONNECT_TIMEOUT,
+                "read_timeout": _READ_TIMEOUT,
+                "retries": {"max_attempts": 2, "mode": "standard"},
+            },
+        }
+        if "profile" in self.options:
+            opts["profile"] = self.options["profile"]
+        if "access_key_id" in self.secrets:
+            opts["key"] = self.secrets["access_key_id"]
+            opts["secret"] = self.secrets.get("secret_access_key")
+            opts["token"] = self.secrets.get("session_token")
+        return opts
+
+    def open(self) -> FsspecStore:
+        from cas.store.fsspec import FsspecStore
+
+        where = f"remote '{self.name}' ({self.url})"
+        name = self.name
+        return FsspecStore(
+            self.url,
+            self.storage_options(),
+            label=where,
+            hints={
+                "auth": f"wrong credentials or permission denied for {where}: set "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                f"`cas remote modify {name} --local access_key_id ...`",
+                "missing_root": f"bucket of {where} does not exist: create it or fix the URL "
+                f"with `cas remote modify {name} url ...`",
+                "unreachable": f"cannot reach {where} at {self.endpoint}: check endpoint_url "
+                f"(`cas remote modify {name} endpoint_url ...`) / network",
+            },
+        )
+
+
+def _parser(repo: Repo) -> configparser.ConfigParser:
+    """Both files, read now: the Repo's Config may predate a `cas remote` change."""
+    return Config(repo.cas_dir).parser
+
+
+def remotes(repo: Repo) -> dict[str, Remote]:
+    parser = _parser(repo)
+    found = {}
+    for sect in parser.sections():
+        match = re.fullmatch(r'remote "(.+)"', sect)
+        if not match:
+            continue
+        name = match.group(1)
+        values = dict(parser.items(sect))
+        url = values.pop("url", None)
+        if not url:
+            raise UsageError(
+                f"remote '{name}' has no url in .cas/config; "
+                f"run `cas remote modify {name} url s3://bucket/prefix`"
+            )
+        secrets = {k: values.pop(k) for k in list(values) if k in SECRETS}
+        found[name] = Remote(name, url, values, secrets)
+    return found
+
+
+def default_name(repo: Repo) -> str | None:
+    return _parser(repo).get("core", "remote", fallback=None)
+
+
+def resolve(repo: Repo, name: str | None = None) -> Remote:
+    """The named remote, else the default; one clear line when there is none."""
+    known = remotes(repo)
+    if name is None:
+        name = default_name(repo)
+        if name is None:
+            if not known:
+                raise UsageError(
+                    "no remote configured; run `cas remote add origin s3://bucket/prefix`"
+                )
+            raise UsageError(
+                "no default remote; name one with -r NAME or run `cas remote default NAME`"
+            )
+    if name not in known:
+        raise UsageError(f"no remote named '{name}'; see `cas remote list`")
+    return known[name]
+
+
+def check_url(url: str) -> None:
+    import fsspec
+
+    protocol, sep, rest = url.partition("://")
+    if not sep or not rest:
+        raise UsageError(f"{url} is not a URL; use s3://bucket/prefix or file:///absolute/path")
+    if protocol not in fsspec.available_protocols():
+        raise UsageError(f"{url}: unknown scheme {protocol!r}; use s3://, file://, gs://, ...")
+    if protocol == "file" and not rest.startswith("/"):
+        raise UsageError(f"{url}: a file URL needs an absolute path (file:///mnt/nas/cas)")
+    if protocol == "s3" and not 3 <= len(rest.split("/", 1)[0]) <= 63:
+        raise UsageError(f"{url}: an S3 bucket name has 3 to 63 characters")
+
+
+# -- editing the config files --------------------------------------------------------------------
+def _edit(repo: Repo, local: bool, change: Any) -> None:
+    """Apply ``change(parser)`` to one config file, write it atomically, stage the committed one.
+    Only that file is read, so the overlay never leaks secrets into the committed file."""
+    name = LOCAL_CONFIG if local else CONFIG
+    path: Path = repo.cas_dir / name
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as err:
+        raise UsageError(f"{path} is not valid config: {str(err).splitlines()[0]}") from err
+    with repo.lock():
+        change(parser)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                parser.write(f)
+            if local:
+                os.chmod(tmp, 0o600)  # it may hold secrets
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(err, f"cannot write {path}") from err
+        if not local:
+            repo.git.stage([f"{repo.cas_dir.name}/{CONFIG}"])
+
+
+def add(repo: Repo, name: str, url: str, make_default: bool = False) -> Remote:
+    """Add a remote; the first one (or ``make_default``) becomes the default."""
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is not a valid remote name (letters, digits, _ . -)")
+    check_url(url)
+    known = remotes(repo)
+    if name in known:
+        raise UsageError(f"remote '{name}' exists; change it with `cas remote modify {name} url`")
+    default = make_default or not known or default_name(repo) is None
+
+    def change(parser: configparser.ConfigParser) -> None:
+        parser[section(name)] = {"url": url}
+        if default:
+            if not parser.has_section("core"):
+                parser.add_section("core")
+            parser.set("core", "remote", name)
+
+    _edit(repo, False, change)
+    return remotes(repo)[name]
+
+
+def modify(repo: Repo, name: str, key: str, value: str | None, local: bool = False) -> None:
+    """Set (or with ``value=None`` unset) one option; secrets only with ``local``."""
+    if name not in remotes(repo):
+        raise UsageError(f"no remote named '{name}'; see `cas remote list`")
+    if key not in OPTIONS and key not in SECRETS:
+        allowed = ", ".join([*OPTIONS, *SECRETS])
+        raise UsageError(f"unknown remote option {key!r}; choose from {allowed}")
+    if key in SECRETS and not local:
+        raise UsageError(
+            f"{key} is a secret: it goes to the git-ignored .cas/config.local; add --local"
+        )
+    if key == "url" and value is not None:
+        check_url(value)
+    if key == "url" and value is None:
+        raise UsageError("a remote needs a url; use `cas remote remove` to drop the remote")
+
+    def change(parser: configparser.ConfigParser) -> None:
+        sect = section(name)
+        if value is None:
+            if parser.has_section(sect):
+                parser.remove_option(sect, key)
+            return
+        if not parser.has_section(sect):
+            parser.add_section(sect)
+        parser.set(sect, key, value)
+
+    _edit(repo, local, change)
+
+
+def set_default(repo: Repo, name: str) -> None:
+    if name not in remotes(repo):
+        raise UsageError(f"no remote named '{name}'; see `cas remote list`")
+
+    def change(parser: configparser.ConfigParser) -> None:
+        if not parser.has_section("core"):
+            parser.add_section("core")
+        parser.set("core", "remote", name)
+
+    _edit(repo, False, change)
+
+
+def remove(repo: Repo, name: str) -> None:
+    if name not in remotes(repo):
+        raise UsageError(f"no remote named '{name}'; see `cas remote list`")
+    was_default = default_name(repo) == name
+
+    def change(parser: configparser.ConfigParser) -> None:
+        parser.remove_section(section(name))
+        if was_default and parser.has_section("core"):
+            parser.remove_option("core", "remote")
+
+    _edit(repo, False, change)
+    if (repo.cas_dir / LOCAL_CONFIG).exists():
+        _edit(repo, True, lambda parser: parser.remove_section(section(name)))

@@ -1,0 +1,229 @@
+"""A Store over any fsspec URL (``s3://``, ``file://``, ``memory://``, ``gs://``, ...).
+
+Like every store it knows nothing of hashes or Git: keys in, bytes out. What it adds over the
+plain fsspec calls is what a remote needs to be safe and to fail well:
+
+- Atomic puts. Object stores publish a PUT whole or not at all; a local folder does not, so on a
+  local filesystem a put writes ``tmp/<random>`` under the root and renames it into place (a kill
+  -9 leaves at most an orphan in ``tmp/``, never a partial object under its final key).
+- Retries with exponential backoff for transient failures (timeouts, connection resets, 5xx,
+  throttling), and none for permanent ones (bad credentials, a missing bucket), which become one
+  :class:`~cas.errors.StorageError` line built from the caller's ``hints``, so the message names
+  the remote and the fix without this module knowing what a remote is.
+- Every method is safe to call from many threads at once (fsspec's async backends run their
+  requests on one event loop; sync calls from a thread pool block only their own thread), so the
+  caller bounds concurrency with its own pool of ``--jobs`` threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cas.errors import StorageError
+
+T = TypeVar("T")
+
+ATTEMPTS = 5
+BACKOFF_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 4.0
+_TRANSIENT_ERRNOS = {
+    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE,
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EAGAIN,
+}  # fmt: skip
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
+}  # fmt: skip
+_AUTH_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken",
+    "InvalidToken", "AllAccessDisabled",
+}  # fmt: skip
+_MISSING_ROOT_CODES = {"NoSuchBucket"}
+
+DEFAULT_HINTS = {
+    "auth": "permission denied for {url}: check the credentials",
+    "missing_root": "{url} does not exist: create it or fix the URL",
+    "unreachable": "cannot reach {url}: check the endpoint and the network",
+}
+
+
+def _error_code(err: BaseException) -> str | None:
+    """The S3 error code behind an exception, if any (s3fs wraps ClientError in OSError)."""
+    for exc in (err, err.__cause__, err.__context__):
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            code = error.get("Code")
+            return str(code) if code else None
+    return None
+
+
+def classify(err: BaseException) -> str:
+    """``missing`` (a key that is not there), ``auth``, ``missing_root``, ``transient`` or
+    ``fatal``: the retry loop and the error message both follow from it."""
+    code = _error_code(err)
+    if code in _AUTH_CODES or isinstance(err, PermissionError):
+        return "auth"
+    if code in _MISSING_ROOT_CODES:
+        return "missing_root"
+    if code in _TRANSIENT_CODES:
+        return "transient"
+    if isinstance(err, FileNotFoundError):
+        return "missing"
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return "transient"
+    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
+        return "transient"
+    module = type(err).__module__
+    if module.startswith(("botocore", "aiobotocore", "aiohttp")):
+        # Connection, timeout and protocol failures of the HTTP stack (EndpointConnectionError,
+        # ReadTimeoutError, ClientPayloadError...) are worth another attempt.
+        name = type(err).__name__
+        if any(word in name for word in ("Connect", "Timeout", "Payload", "Parser", "HTTP")):
+            return "transient"
+    return "fatal"
+
+
+class FsspecStore:
+    """Immutable key -> bytes under a URL prefix. ``label`` names the store in messages (e.g.
+    "remote 'origin' (s3://bucket/cas)"); ``hints`` map a failure kind (``auth``,
+    ``missing_root``, ``unreachable``) to the fix shown to the user."""
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        label: str | None = None,
+        hints: Mapping[str, str] | None = None,
+        attempts: int = ATTEMPTS,
+    ) -> None:
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.url = url.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.url, **dict(storage_options or {}))
+        self.root = root.rstrip("/")
+        self.label = label or self.url
+        self.hints = {**DEFAULT_HINTS, **(hints or {})}
+        self.attempts = attempts
+        self.atomic_puts = not isinstance(self.fs, LocalFileSystem)
+
+    # -- error handling ----------------------------------------------------------------------
+    def _fail(self, kind: str, err: BaseException, what: str) -> StorageError:
+        code = _error_code(err)
+        detail = f" ({code})" if code else ""
+        if kind in self.hints:
+            return StorageError(self.hints[kind].format(url=self.url) + detail)
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        return StorageError(f"{what} on {self.label} failed: {reason}{detail}")
+
+    def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with retries; a missing key becomes ``KeyError(key)``."""
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except Exception as err:  # classified below: mapped, retried or re-raised
+                kind = classify(err)
+                if kind == "missing":
+                    raise KeyError(key) from err
+                if kind == "transient" and attempt + 1 < self.attempts:
+                    time.sleep(min(BACKOFF_SECONDS * 2**attempt, BACKOFF_CAP_SECONDS))
+                    continue
+                if kind == "transient":
+                    kind = "unreachable"
+                if kind == "fatal" and not isinstance(err, OSError):
+                    raise
+                raise self._fail(kind, err, what) from err
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    # -- the Store contract ------------------------------------------------------------------
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def exists(self, key: str) -> bool:
+        return self._call("checking an object", key, lambda: bool(self.fs.exists(self.path(key))))
+
+    def get(self, key: str) -> bytes:
+        return self._call("reading an object", key, lambda: self.fs.cat_file(self.path(key)))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        def read() -> bytes:
+            data = self.fs.cat_file(self.path(key), start=offset, end=offset + length)
+            if len(data) != length:
+                raise StorageError(
+                    f"{self.label} returned {len(data)} bytes for a {length}-byte range of {key}"
+                )
+            return data
+
+        return self._call("reading a byte range", key, read)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        """Stream an object to a local file (big packs never sit whole in memory)."""
+        self._call("downloading an object", key, lambda: self.fs.get_file(self.path(key), dest))
+
+    def size(self, key: str) -> int:
+        return self._call(
+            "reading an object's size", key, lambda: int(self.fs.size(self.path(key)))
+        )
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if self.atomic_puts:
+            self._call("writing an object", key, lambda: self.fs.pipe_file(self.path(key), data))
+            return
+
+        def put(tmp: str) -> None:
+            self.fs.pipe_file(tmp, data)
+
+        self._put_via_temp(key, put)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file; it is read, never consumed (the local store keeps its pack)."""
+        if self.atomic_puts:
+            self._call(
+                "uploading an object", key, lambda: self.fs.put_file(str(path), self.path(key))
+            )
+            return
+        self._put_via_temp(key, lambda tmp: self.fs.put_file(str(path), tmp))
+
+    def _put_via_temp(self, key: str, write: Callable[[str], None]) -> None:
+        """Write beside the root, then rename: a local folder has no atomic PUT."""
+        tmp = self.path(f"tmp/{uuid.uuid4().hex}")
+
+        def put() -> None:
+            self.fs.makedirs(self.path("tmp"), exist_ok=True)
+            self.fs.makedirs(self.path(key).rsplit("/", 1)[0], exist_ok=True)
+            try:
+                write(tmp)
+                self.fs.mv(tmp, self.path(key))
+            except BaseException:
+                if self.fs.exists(tmp):
+                    self.fs.rm_file(tmp)
+                raise
+
+        self._call("writing an object", key, put)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``: one paginated listing, not a request per object."""
+        base = self.path(prefix.rstrip("/"))
+
+        def find() -> list[str]:
+            self.fs.invalidate_cache(base)
+            return list(self.fs.find(base))
+
+        try:
+            found = self._call("listing objects", prefix, find)
+        except KeyError:
+            return iter(())
+        cut = len(self.root) + 1
+        return iter(sorted(p[cut:] for p in found))
+
+    def delete(self, key: str) -> None:
+        try:
+            self._call("deleting an object", key, lambda: self.fs.rm_file(self.path(key)))
+        except KeyError:
+            return
