@@ -4,11 +4,15 @@ Exactly one valid encoding (docs/format.md, "Pointer"): fixed key order, LF endi
 timestamps or host names, so an unchanged dataset always gives a byte-identical pointer and a
 changed one a small, readable diff.
 
-    cas-pointer 1
-    kind dir
-    manifest 3f2a...64 hex
+    cas-pointer 1                       cas-pointer 1
+    kind dir                            kind corpus
+    manifest 3f2a...(64 hex)            version 9c1e...(64 hex)
     size 2147483648
     files 20184
+
+``dir`` and ``file`` name one manifest. ``corpus`` (files pinned in place, by URL) and
+``append`` (append-only data in the store) name a *version*: a list of manifest segments that
+only grows, so an append changes exactly one line of the pointer.
 """
 
 from __future__ import annotations
@@ -21,22 +25,32 @@ from cas.errors import PointerError
 
 SUFFIX = ".cas"
 HEADER = "cas-pointer 1"
-KINDS = ("dir", "file")
+KEYS = {
+    "dir": ("manifest", "size", "files"),
+    "file": ("manifest", "size", "files"),
+    "corpus": ("version",),
+    "append": ("version",),
+}
+KINDS = tuple(KEYS)
+VERSIONED = ("corpus", "append")
 MAX_SIZE = 1024
 
 
 @dataclass(frozen=True)
 class Pointer:
+    """``manifest`` holds the manifest id for ``dir``/``file`` and the version id for the
+    versioned kinds; ``size`` and ``files`` are 0 for the latter (their version records them)."""
+
     kind: str
     manifest: str
-    size: int
-    files: int
+    size: int = 0
+    files: int = 0
 
     def encode(self) -> bytes:
-        return (
-            f"{HEADER}\nkind {self.kind}\nmanifest {self.manifest}\n"
-            f"size {self.size}\nfiles {self.files}\n"
-        ).encode()
+        values = {"manifest": self.manifest, "version": self.manifest}
+        values.update(size=str(self.size), files=str(self.files))
+        body = "".join(f"{key} {values[key]}\n" for key in KEYS[self.kind])
+        return f"{HEADER}\nkind {self.kind}\n{body}".encode()
 
 
 def parse(data: bytes, where: str) -> Pointer:
@@ -57,26 +71,31 @@ def parse(data: bytes, where: str) -> Pointer:
             f"{where}:1: expected {HEADER!r}, found {lines[0][:40]!r}; "
             "restore the file from Git or upgrade cas"
         )
-    keys = ("kind", "manifest", "size", "files")
-    if len(lines) != len(keys) + 1:
-        raise PointerError(f"{where}: expected {len(keys) + 1} lines, found {len(lines)}")
+    kind_line = lines[1] if len(lines) > 1 else ""
+    kind = kind_line[5:] if kind_line.startswith("kind ") else ""
+    if kind not in KEYS:
+        raise PointerError(f"{where}:2: unknown kind {kind_line[:40]!r}; upgrade cas")
+    keys = KEYS[kind]
+    if len(lines) != len(keys) + 2:
+        raise PointerError(f"{where}: expected {len(keys) + 2} lines, found {len(lines)}")
     values: dict[str, str] = {}
-    for lineno, (key, line) in enumerate(zip(keys, lines[1:]), start=2):
+    for lineno, (key, line) in enumerate(zip(keys, lines[2:]), start=3):
         found, _, value = line.partition(" ")
         if found != key or not value:
             raise PointerError(f"{where}:{lineno}: expected '{key} <value>', found {line[:60]!r}")
-        values[key] = value
-    if values["kind"] not in KINDS:
-        raise PointerError(f"{where}:2: unknown kind {values['kind']!r}; upgrade cas")
-    if not hashing.is_hex_id(values["manifest"]):
-        raise PointerError(f"{where}:3: manifest is not a 64-hex BLAKE3 id")
-    numbers = {}
-    for lineno, key in ((4, "size"), (5, "files")):
-        value = values[key]
-        if not value.isdigit() or (len(value) > 1 and value[0] == "0"):
+        if key in ("manifest", "version") and not hashing.is_hex_id(value):
+            raise PointerError(f"{where}:{lineno}: {key} is not a 64-hex BLAKE3 id")
+        if key in ("size", "files") and (
+            not value.isdigit() or (len(value) > 1 and value[0] == "0")
+        ):
             raise PointerError(f"{where}:{lineno}: {key} is not a non-negative integer")
-        numbers[key] = int(value)
-    pointer = Pointer(values["kind"], values["manifest"], numbers["size"], numbers["files"])
+        values[key] = value
+    pointer = Pointer(
+        kind,
+        values.get("manifest") or values["version"],
+        int(values.get("size", 0)),
+        int(values.get("files", 0)),
+    )
     if pointer.encode() != data:
         raise PointerError(f"{where}: not in canonical form; restore it from Git")
     return pointer

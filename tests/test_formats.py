@@ -149,3 +149,14 @@ def test_path_check_never_accepts_escapes(path: str) -> None:
         return
     parts = path.split("/")
     assert ".." not in parts and not path.startswith("/") and "\x00" not in path
+
+
+def test_versioned_pointer_is_three_lines_and_one_changes() -> None:
+    a = pointer.Pointer("corpus", "ab" * 32)
+    b = pointer.Pointer("corpus", "cd" * 32)
+    assert a.encode() == b"cas-pointer 1\nkind corpus\nversion " + b"ab" * 32 + b"\n"
+    assert pointer.parse(a.encode(), "c.cas") == a
+    changed = [x for x, y in zip(a.encode().split(b"\n"), b.encode().split(b"\n")) if x != y]
+    assert len(changed) == 1
+    with pytest.raises(PointerError, match="expected 3 lines"):
+        pointer.parse(a.encode() + b"size 1\n", "c.cas")
