@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,postgres,duckdb]'
+	# the CPU build of torch (a plain 'torch' requirement would pull a multi-GB CUDA build)
+	$(BIN)/pip install -q 'torch==2.13.0'
+	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch]'
 	touch $(STAMP)
 
 setup: $(STAMP)

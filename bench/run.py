@@ -36,6 +36,7 @@ from collections.abc import Callable  # noqa: E402
 
 import suite_core  # noqa: E402
 import suite_split  # noqa: E402
+import suite_training  # noqa: E402
 from datasets import DATASET_NAMES  # noqa: E402
 from harness import BenchContext, SuiteResult  # noqa: E402
 from report import render_markdown, render_text, to_json  # noqa: E402
@@ -44,6 +45,7 @@ from tools import Runner, cas_tool, command_version, dvc_tool, ensure_dvc_venv  
 SUITES: dict[str, Callable[[BenchContext], SuiteResult]] = {
     "core": suite_core.run,
     "split": suite_split.run,
+    "training": suite_training.run,
 }
 TOOLS = ("cp", "dvc", "cas")
 DEFAULT_REPEATS = {"mixed": 3, "many-small": 1}

@@ -18,16 +18,16 @@ DataLoader worker and reopens the repository in each process (see its docstring)
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import os
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from cas.errors import ObjectMissingError
 from cas.gitio import GitRepo
 from cas.ops.compare import expected_rows
 from cas.pointer import Pointer
@@ -37,24 +37,17 @@ from cas.rows import Row
 __all__ = ["CASFile", "CASFileSystem", "RepoView"]
 
 
-def _ensure_local(repo: Repo, chunk_ids: Iterable[bytes]) -> None:
+def _ensure_local(repo: Repo, chunk_ids: list[bytes], needed_by: str) -> None:
     """Fetch the chunks the local store lacks from the default remote, into the local store.
 
-    The one place reads reach for a remote. ``cas.ops.transfer`` is imported only when a chunk
-    is missing, so reading local data never loads remote code or its dependencies."""
+    The one place reads reach for a remote. The check is a dict lookup per chunk; the remote
+    code (fsspec stores, remote config) is imported and consulted only when a chunk is missing,
+    so reading local data costs nothing more."""
     missing = repo.objects.missing_chunks(chunk_ids)
-    if not missing:
-        return
-    try:
+    if missing:
         from cas.ops import transfer
-    except ModuleNotFoundError as err:
-        if err.name != "cas.ops.transfer":
-            raise
-        raise ObjectMissingError(
-            f"{len(missing)} chunk(s) (e.g. {min(missing).hex()}) are not in the local store "
-            "and this cas cannot fetch them; run 'cas pull' to fetch them"
-        ) from err
-    transfer.fetch_chunks(repo, sorted(missing))
+
+        transfer.fetch_chunks(repo, missing, needed_by=needed_by)
 
 
 def _commit_of(repo: Repo, rev: str) -> str:
@@ -124,14 +117,12 @@ class RepoView:
             self._rows[key] = rows
         return rows
 
-    def read_chunks(self, chunk_ids: list[bytes]) -> list[bytes]:
-        """Verified chunk bytes, fetching any the local store lacks first."""
+    def read_chunks(self, chunk_ids: list[bytes], needed_by: str) -> list[bytes]:
+        """Verified chunk bytes, fetching any the local store lacks first; ``needed_by`` (a
+        path) names what needs them if they are on no store."""
         repo = self.repo
-        _ensure_local(repo, chunk_ids)
+        _ensure_local(repo, chunk_ids, needed_by)
         return [repo.objects.read_chunk(cid) for cid in chunk_ids]
-
-    def read_file(self, chunk_ids: list[bytes]) -> bytes:
-        return b"".join(self.read_chunks(chunk_ids))
 
 
 def _dir_info(name: str) -> dict[str, Any]:
@@ -264,6 +255,21 @@ class CASFileSystem(AbstractFileSystem):
         names = sorted(found)
         return {n: found[n] for n in names} if detail else names
 
+    def modified(self, path: str) -> datetime.datetime:
+        """When the file's content was last recorded: the commit's time at a revision, else
+        the mtime of the pointer (rewritten by every 'cas add' that changes the data). DuckDB
+        keys its cache on this, so it must change whenever the bytes can."""
+        path = self._strip_protocol(path)
+        if self._file(path) is None:
+            raise FileNotFoundError(f"cas://{path}: not a tracked file at this revision")
+        target = next(
+            t for t in self._overlapping(path) if t.path == path or path.startswith(f"{t.path}/")
+        )
+        if self.view.rev is not None:
+            return self.view.repo.git.repo.commit(self.view.rev).committed_datetime
+        mtime = self.view.repo.abspath(target.pointer).stat().st_mtime
+        return datetime.datetime.fromtimestamp(mtime, tz=datetime.timezone.utc)
+
     def _open(
         self,
         path: str,
@@ -324,7 +330,14 @@ class CASFile(AbstractBufferedFile):
         first = bisect_right(self.offsets, start) - 1
         stop = bisect_left(self.offsets, end)  # chunks first .. stop-1 cover [start, end)
         todo = [i for i in range(first, stop) if self._last is None or i != self._last[0]]
-        got = dict(zip(todo, self.fs.view.read_chunks([self.row.chunks[i][0] for i in todo])))
+        got = dict(
+            zip(
+                todo,
+                self.fs.view.read_chunks(
+                    [self.row.chunks[i][0] for i in todo], f"cas://{self.path}"
+                ),
+            )
+        )
         if self._last is not None and first <= self._last[0] < stop:
             got[self._last[0]] = self._last[1]
         self.chunks_read += len(todo)

@@ -132,7 +132,8 @@ class _Files:
         return len(self.paths)
 
     def item(self, index: int) -> tuple[str, bytes]:
-        return self.paths[index], self.view.read_file(self.chunks[index])
+        path = self.paths[index]
+        return path, b"".join(self.view.read_chunks(self.chunks[index], path))
 
 
 class CASDataset(Dataset):

@@ -156,3 +156,16 @@ def test_read_only(repo: Path) -> None:
     with pytest.raises(PermissionError, match="read-only"):
         fs.pipe_file("model.bin", b"x")
     assert fs.cat_file("model.bin") == b"weights"
+
+
+def test_duckdb_reads_through_the_filesystem(repo: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    con.register_filesystem(CASFileSystem(rev="v1"))
+    query = "SELECT count(*), sum(id) FROM 'cas://snapshots/orders/*.parquet'"
+    assert con.sql(query).fetchall() == [(80, sum(range(80)))]
+    fs = CASFileSystem(rev="v1")
+    assert fs.modified("data/big.bin").timestamp() == int(
+        git(repo, "log", "-1", "--format=%ct", "v1")
+    )
