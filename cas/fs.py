@@ -122,7 +122,7 @@ class RepoView:
         path) names what needs them if they are on no store."""
         repo = self.repo
         _ensure_local(repo, chunk_ids, needed_by)
-        return [repo.objects.read_chunk(cid) for cid in chunk_ids]
+        return list(repo.objects.read_chunks(chunk_ids))
 
 
 def _dir_info(name: str) -> dict[str, Any]:
@@ -311,12 +311,14 @@ class CASFile(AbstractBufferedFile):
     fsspec's default read-ahead cache would fetch 5 MiB past every read, so the file uses no
     fsspec cache and keeps only the last chunk it read: sequential small reads (what pyarrow
     and ``readline`` do) read each chunk once, and a random range read reads only the chunks
-    that overlap it. ``chunks_read`` counts chunks read from the store."""
+    that overlap it. ``chunks_read`` counts chunks read from the store and ``reads`` the I/O
+    requests that fetched them (chunks adjacent in a pack come in one read)."""
 
     def __init__(self, fs: CASFileSystem, path: str, row: Row, **kwargs: Any) -> None:
         self.row = row
         self.offsets = list(itertools.accumulate((size for _, size in row.chunks), initial=0))
         self.chunks_read = 0
+        self.reads = 0
         self._last: tuple[int, bytes] | None = None
         kwargs.setdefault("cache_type", "none")
         if kwargs.get("block_size") is None:
@@ -330,6 +332,8 @@ class CASFile(AbstractBufferedFile):
         first = bisect_right(self.offsets, start) - 1
         stop = bisect_left(self.offsets, end)  # chunks first .. stop-1 cover [start, end)
         todo = [i for i in range(first, stop) if self._last is None or i != self._last[0]]
+        objects = self.fs.view.repo.objects
+        reads_before = objects.reads
         got = dict(
             zip(
                 todo,
@@ -341,6 +345,7 @@ class CASFile(AbstractBufferedFile):
         if self._last is not None and first <= self._last[0] < stop:
             got[self._last[0]] = self._last[1]
         self.chunks_read += len(todo)
+        self.reads += objects.reads - reads_before
         self._last = (stop - 1, got[stop - 1])
         base = self.offsets[first]
         return b"".join(got[i] for i in range(first, stop))[start - base : end - base]

@@ -19,7 +19,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ _ENTRY = struct.Struct("<32sQI")  # chunk id, offset in pack, length
 _TAIL = struct.Struct("<I8s")  # entry count, magic
 PACK_TARGET_SIZE = 32 * 1024 * 1024
 _MAX_OPEN_PACKS = 64
+_MAX_READ = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class ObjectStore:
         self._index: dict[bytes, Location] | None = None
         self._lock = threading.Lock()
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self.reads = 0
 
     # -- index -------------------------------------------------------------------------------
     @property
@@ -263,23 +265,46 @@ class ObjectStore:
                 os.close(old_fd)
             return fd
 
-    def read_chunk(self, chunk_id: bytes) -> bytes:
+    def _location(self, chunk_id: bytes) -> Location:
         loc = self.index.get(chunk_id)
         if loc is None:
             raise ObjectMissingError(
                 f"chunk {chunk_id.hex()} is not in the local store; run 'cas pull' to fetch it"
             )
-        data = os.pread(self._fd(loc.pack), loc.length, loc.offset)
-        if len(data) != loc.length or hashing.digest(data) != chunk_id:
-            raise CorruptObjectError(
-                f"chunk {chunk_id.hex()} in pack {loc.pack} is corrupt; "
-                "run 'cas fsck' and restore the pack from a remote ('cas pull')"
-            )
+        return loc
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        (data,) = self.read_chunks([chunk_id])
         return data
 
-    def iter_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:
-        for cid in chunk_ids:
-            yield self.read_chunk(cid)
+    def read_chunks(self, chunk_ids: Sequence[bytes]) -> Iterator[bytes]:
+        """The chunks in order, each verified. Chunks that lie back to back in one pack (the
+        chunks of one file usually do) are read with a single pread of up to 8 MiB, so a 1 MiB
+        range of a file costs one read, not sixteen; ``reads`` counts the preads."""
+        locs = [self._location(cid) for cid in chunk_ids]
+        i = 0
+        while i < len(locs):
+            first = locs[i]
+            j = i + 1
+            while (
+                j < len(locs)
+                and locs[j].pack == first.pack
+                and locs[j].offset == locs[j - 1].offset + locs[j - 1].length
+                and locs[j].offset + locs[j].length - first.offset <= _MAX_READ
+            ):
+                j += 1
+            span = locs[j - 1].offset + locs[j - 1].length - first.offset
+            data = os.pread(self._fd(first.pack), span, first.offset)
+            self.reads += 1
+            for cid, loc in zip(chunk_ids[i:j], locs[i:j]):
+                piece = data[loc.offset - first.offset : loc.offset - first.offset + loc.length]
+                if len(piece) != loc.length or hashing.digest(piece) != cid:
+                    raise CorruptObjectError(
+                        f"chunk {cid.hex()} in pack {loc.pack} is corrupt; "
+                        "run 'cas fsck' and restore the pack from a remote ('cas pull')"
+                    )
+                yield piece
+            i = j
 
     def close(self) -> None:
         with self._lock:

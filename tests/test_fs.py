@@ -135,6 +135,7 @@ def test_range_reads_read_only_the_covering_chunks(repo: Path) -> None:
             f.seek(start)
             assert f.read(length) == content[start : start + length]
             assert f.chunks_read == covering_chunks(sizes, start, start + length)
+            assert f.reads == 1  # the covering chunks lie back to back in one pack
     with fs.open("data/big.bin") as f:  # sequential small reads read each chunk once
         while f.read(4096):
             pass

@@ -192,7 +192,7 @@ def _write_file(repo: Repo, row: Row, dest: Path, shown: str) -> Entry:
                 _write_all(fd, repo.objects.read_chunk(row.hash))  # verified: chunk == file
             else:
                 h = hashing.hasher()
-                for data in repo.objects.iter_chunks(cid for cid, _ in row.chunks):
+                for data in repo.objects.read_chunks([cid for cid, _ in row.chunks]):
                     h.update(data)
                     _write_all(fd, data)
                 if h.digest() != row.hash:
