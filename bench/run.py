@@ -35,6 +35,7 @@ import traceback  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import suite_core  # noqa: E402
+import suite_remote  # noqa: E402
 import suite_split  # noqa: E402
 import suite_training  # noqa: E402
 from datasets import DATASET_NAMES  # noqa: E402
@@ -45,6 +46,7 @@ from tools import Runner, cas_tool, command_version, dvc_tool, ensure_dvc_venv  
 SUITES: dict[str, Callable[[BenchContext], SuiteResult]] = {
     "core": suite_core.run,
     "split": suite_split.run,
+    "remote": suite_remote.run,
     "training": suite_training.run,
 }
 TOOLS = ("cp", "dvc", "cas")
@@ -195,7 +197,7 @@ def main(argv: list[str]) -> int:
     if args.size == "full" and free_gb < 20:
         ctx.log("warning: the full benchmark needs ~15-20 GB of scratch space")
 
-    if "core" in suites and "dvc" in ctx.tools:
+    if ("core" in suites or "remote" in suites) and "dvc" in ctx.tools:
         error = ensure_dvc_venv(args.dvc_venv, log_dir / "dvc-install.log")
         ctx.dvc = dvc_tool(args.dvc_venv)
         if error:
@@ -239,7 +241,7 @@ def main(argv: list[str]) -> int:
         "user+sys of the tool's process tree, a less load-sensitive view than wall time; "
         "checkouts are verified (paths, sizes, sampled content) against the source; DVC runs "
         "with `cache.type copy` and analytics off. Other work on the machine makes wall "
-        "times noisy: compare the load averages below.",
+        "times noisy: see the load averages in the table above.",
         *notes,
     ]
     print(f"\ntotal bench time {total:.0f} s; logs in {log_dir}")

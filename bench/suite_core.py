@@ -236,5 +236,8 @@ def run(ctx: BenchContext) -> SuiteResult:
             if tool.unavailable and not col.errors.get((name, tool.name, "_all")):
                 col.error(name, tool.name, "_all", tool.unavailable)
         result.goals += core_goals(name, col)
+    if ctx.size == "full":
+        result.notes.append("`ref` column: DVC and `cp -r` figures measured earlier on this "
+                            "machine type, to tell a slow tool from a loaded machine.")
     result.records = col.records(REFS if ctx.size == "full" else None)
     return result

@@ -21,6 +21,7 @@ The remote is a Store with the local store's key layout, so a pack travels as on
 from __future__ import annotations
 
 import mmap
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
+_OBJECT_NAME = re.compile("[0-9a-f]{64}")  # anything else under a prefix is not ours
 LAYOUT_KEY = "cas-remote"
 LAYOUT = b"cas-remote 1\n"
 DEFAULT_JOBS = 8
@@ -162,11 +164,17 @@ class RemoteView:
         self.packs: set[str] = set()
         self.indexes: set[str] = set()
         self.has_layout = self._check_layout()
+        self.list(what)
+        self._chunks: dict[bytes, Location] | None = None
+
+    def list(self, what: Sequence[str]) -> None:
+        """List these prefixes (``manifests``, ``packs``, ``index``): one paginated request
+        series each, whatever the number of objects."""
         listings = {"manifests": self.manifests, "packs": self.packs, "index": self.indexes}
         for prefix in what:
-            listings[prefix].update(k.rsplit("/", 1)[1] for k in store.list(prefix + "/"))
-            traffic.count(0)
-        self._chunks: dict[bytes, Location] | None = None
+            names = (k.rsplit("/", 1)[-1] for k in self.store.list(prefix + "/"))
+            listings[prefix].update(n for n in names if _OBJECT_NAME.fullmatch(n))
+            self.traffic.count(0)
 
     def _check_layout(self) -> bool:
         """False for a remote nothing was pushed to yet; refuses a layout from a newer cas."""
@@ -289,9 +297,10 @@ def push(
     traffic = Traffic()
     result = PushResult(spec.name, spec.url)
     needs = _needs(repo, targets, revs, all_commits)
-    view = RemoteView(repo, store, traffic, ("manifests", "packs", "index"))
+    view = RemoteView(repo, store, traffic, ("manifests",))
     to_send = list(dict.fromkeys(n.manifest for n in needs if n.manifest not in view.manifests))
-    if to_send:
+    if to_send:  # an up-to-date remote costs two requests: the layout marker and one listing
+        view.list(("packs", "index"))
         where = {n.manifest: n.where for n in needs}
         local_index = repo.objects.index
         uncovered: dict[bytes, str] = {}  # chunk -> pointer needing it, not yet on the remote

@@ -220,7 +220,9 @@ class FsspecStore:
         except KeyError:
             return iter(())
         cut = len(self.root) + 1
-        return iter(sorted(p[cut:] for p in found))
+        # Some servers (SeaweedFS) list a folder left empty by a delete as an object of its own.
+        keys = (p[cut:].rstrip("/") for p in found)
+        return iter(sorted(k for k in keys if k.startswith(prefix) and len(k) > len(prefix)))
 
     def delete(self, key: str) -> None:
         try:
