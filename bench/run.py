@@ -35,6 +35,7 @@ import traceback  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import suite_core  # noqa: E402
+import suite_corpus  # noqa: E402
 import suite_remote  # noqa: E402
 import suite_split  # noqa: E402
 import suite_training  # noqa: E402
@@ -46,6 +47,7 @@ from tools import Runner, cas_tool, command_version, dvc_tool, ensure_dvc_venv  
 SUITES: dict[str, Callable[[BenchContext], SuiteResult]] = {
     "core": suite_core.run,
     "split": suite_split.run,
+    "corpus": suite_corpus.run,
     "remote": suite_remote.run,
     "training": suite_training.run,
 }

@@ -262,10 +262,15 @@ class Repo:
         listing = []
         for t in self.targets(paths, rev):
             ptr = self.read_pointer(t, rev)
+            prefix = t.path
+            if ptr.kind == "corpus":  # files live at the corpus URL, not in the worktree
+                from cas import versions
+
+                prefix = versions.load_version(self, ptr.manifest).base or t.path
             for path, row in sorted(expected_rows(self, t, ptr).items()):
                 listing.append(
                     {
-                        "path": t.path if ptr.kind == "file" else f"{t.path}/{path}",
+                        "path": t.path if ptr.kind == "file" else f"{prefix}/{path}",
                         "size": row.size,
                         "hash": row.hash.hex(),
                         "executable": row.executable,

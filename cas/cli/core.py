@@ -31,9 +31,17 @@ def init() -> None:
 
 def add(
     targets: list[Path] = typer.Argument(..., help="Folders or files to track."),
+    append_only: bool = typer.Option(
+        False, "--append-only", help="Only new files may appear; a changed or deleted one fails."
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Chunk TARGETS into the store, write TARGET.cas, git-ignore TARGET, stage both."""
+    if append_only:
+        from cas.cli.corpus import add_append_only_cli  # lazily: keeps plain add light
+
+        add_append_only_cli(targets, json_out)
+        return
     repo = Repo.discover()
     results = repo.add(targets, progress=RichProgress())
     if json_out:

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cas.cli import core, remote, snapshot, split
+from cas.cli import core, corpus, remote, snapshot, split
 from cas.cli.output import state
 from cas.errors import CasError
 
@@ -32,7 +32,7 @@ def main(
     state.quiet = quiet
 
 
-for module in (core, remote, snapshot, split):
+for module in (core, corpus, remote, snapshot, split):
     module.register(app)
 
 

@@ -9,6 +9,7 @@ recoverable from the store, or the checkout stops and lists it (``--force`` over
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from cas import hashing
 from cas.errors import ConflictError, CorruptObjectError, PathError
+from cas.ops.add import PARALLEL_MIN_SIZE
 from cas.ops.compare import expected_rows
 from cas.ops.worktree import read_worktree
 from cas.parallel import bounded_map
@@ -24,7 +26,7 @@ from cas.progress import Progress, Silent
 from cas.rows import Row
 from cas.state import settled
 from cas.store.local import storage_error
-from cas.workspace import Entry, entry_of, temp_name
+from cas.workspace import TEMP_MARK, Entry, entry_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,6 +64,9 @@ def checkout(
     progress = progress or Silent()
     ptr = repo.read_pointer(target, rev)
     result = CheckoutResult(target.path, target.pointer, ptr.manifest)
+    if ptr.kind == "corpus":  # pinned in place at its URL: nothing to write locally
+        _write_pointer_if_rev(repo, target, ptr, rev)
+        return result
     expected = expected_rows(repo, target, ptr)
     base = repo.abspath(target.path)
     tree = read_worktree(repo, target, expected=ptr.manifest)
@@ -121,13 +126,18 @@ def checkout(
         if not kind_clash and p in tree.rows and tree.rows[p] == row
     }
 
-    def write(row: Row) -> Entry:
-        return _write_file(
-            repo, row, _dest(base, ptr.kind, row.path), _shown(target, ptr.kind, row.path)
-        )
+    dests = {row.path: str(_dest(base, ptr.kind, row.path)) for row in writes}
+    _make_folders({os.path.dirname(d) for d in dests.values()})
 
+    def write(row: Row) -> Entry:
+        return _write_file(repo, row, dests[row.path], _shown(target, ptr.kind, row.path))
+
+    # Large files on both cores; small ones on this thread: two threads creating files in one
+    # folder contend in the kernel and for the GIL (measured: slower than one).
+    large = [r for r in writes if r.size >= PARALLEL_MIN_SIZE]
+    small = [r for r in writes if r.size < PARALLEL_MIN_SIZE]
     written = []
-    for entry in bounded_map(write, writes):
+    for entry in itertools.chain(bounded_map(write, large), map(write, small)):
         written.append(entry)
         result.written += 1
         result.bytes_written += entry.size
@@ -166,8 +176,22 @@ def _recoverable(repo: Repo, row: Row) -> bool:
     return not repo.objects.missing_chunks(cid for cid, _ in row.chunks)
 
 
-def _stat_entry(dest: Path, rel: str) -> Entry:
+def _stat_entry(dest: str | Path, rel: str) -> Entry:
     return entry_of(str(dest), rel, os.lstat(dest))
+
+
+def _make_folders(folders: set[str]) -> None:
+    """Create every folder the writes need once, parents first, instead of once per file."""
+    for folder in sorted(folders):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise PathError(
+                f"{folder} is in the way of a folder the checkout needs: a file stands in its "
+                "path; move it away or use --force"
+            ) from None
+        except OSError as err:
+            raise storage_error(err, f"cannot create folder {folder}") from err
 
 
 def _set_executable(dest: Path, executable: bool) -> None:
@@ -175,16 +199,11 @@ def _set_executable(dest: Path, executable: bool) -> None:
     os.chmod(dest, (mode | 0o111) if executable else (mode & ~0o111))
 
 
-def _write_file(repo: Repo, row: Row, dest: Path, shown: str) -> Entry:
-    """Build ``dest`` from verified chunks through a temp file; returns its stat-cache entry."""
-    parent = dest.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise PathError(f"{parent} exists and is not a folder; remove it or use --force") from None
-    except OSError as err:
-        raise storage_error(err, f"cannot create folder {parent}") from err
-    tmp = temp_name(dest)
+def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> Entry:
+    """Build ``dest`` from verified chunks through a temp file beside it (plain strings, no
+    pathlib: this runs once per file, 200,000 times for a many-small-files dataset)."""
+    folder, name = os.path.split(dest)
+    tmp = f"{folder}/.{name}{TEMP_MARK}{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if row.executable else 0o666)
         try:
@@ -204,12 +223,17 @@ def _write_file(repo: Repo, row: Row, dest: Path, shown: str) -> Entry:
             os.close(fd)
         os.replace(tmp, dest)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise storage_error(err, f"cannot write {shown}") from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
     return _stat_entry(dest, row.path)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _write_all(fd: int, data: bytes) -> None:

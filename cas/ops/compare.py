@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from cas.errors import ManifestError
 from cas.ops.worktree import rows_by_path
-from cas.pointer import Pointer
+from cas.pointer import VERSIONED, Pointer
 from cas.rows import Row
 
 if TYPE_CHECKING:
@@ -25,7 +25,12 @@ class FileChange:
 
 def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> dict[str, Row]:
     """A pointer's rows keyed by path inside the target. A single tracked file's row takes the
-    target's current name, so renaming ``a.bin.cas`` and ``a.bin`` together keeps working."""
+    target's current name, so renaming ``a.bin.cas`` and ``a.bin`` together keeps working.
+    A versioned pointer's rows are the union of its version's segments."""
+    if ptr.kind in VERSIONED:
+        from cas import versions  # lazily: imports pyarrow
+
+        return rows_by_path(versions.tree_table(repo, ptr.manifest))
     rows = rows_by_path(repo.load_manifest(ptr.manifest))
     if ptr.kind == "file":
         if len(rows) != 1:

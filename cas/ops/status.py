@@ -28,6 +28,8 @@ class TargetStatus:
 def status(repo: Repo, target: Target) -> TargetStatus:
     try:
         ptr = repo.read_pointer(target)
+        if ptr.kind == "corpus":  # pinned in place, nothing local: 'cas manifest verify' checks
+            return TargetStatus(target.path, target.pointer, "unchanged")
         tree = read_worktree(repo, target, expected=ptr.manifest)
         if tree.all_cached:
             return TargetStatus(target.path, target.pointer, "unchanged")

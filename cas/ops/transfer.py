@@ -3,17 +3,24 @@
 The remote is a Store with the local store's key layout, so a pack travels as one object and
 200,000 small files cost ~30 requests, not 200,000. What makes it safe:
 
+- A pointer needs *metadata objects* and chunks (``_objects``, ``_chunks``): a ``dir``/``file``
+  pointer its manifest; a versioned pointer (``corpus``, ``append``) its version, the version's
+  whole parent chain (older commits stay resolvable) and every segment those versions list, plus,
+  for ``append``, the chunks its segments' rows name. Push, fetch, verify and status all walk this
+  one description, so the two kinds cannot drift apart.
 - Only missing objects move: what the remote holds is learned from one listing per prefix
-  (``packs/``, ``index/``, ``manifests/``), never from a request per object.
+  (``packs/``, ``index/``, ``manifests/``, ``versions/``, ``segments/``), never from a request per
+  object.
 - Push order keeps the remote consistent at every instant: every pack, then its index file, then
-  (after all packs) the manifests. A manifest on the remote therefore always has its chunks there,
-  and a pointer that names it can be fetched; an interrupted push leaves only unreferenced packs,
-  which the rerun does not send again.
+  (after all packs) the manifests and segments, then the versions, parents before children. An
+  object on the remote therefore always has everything it names there, and a pointer that names
+  it can be fetched; an interrupted push leaves only unreferenced objects, which the rerun does
+  not send again.
 - Nothing fetched is trusted: a whole pack is checked as ``cas fsck`` checks it (trailer, pack id,
   every chunk) in a temp file before it is renamed into the local store; a range of chunks is
-  hashed chunk by chunk before it enters a new local pack; a manifest is decoded, which re-derives
-  its id. A remote serving wrong bytes gets an error naming the object, and the local store is
-  left as it was.
+  hashed chunk by chunk before it enters a new local pack; a manifest, version or segment is
+  checked in a temp file by the function that checks it on every local read. A remote serving
+  wrong bytes gets an error naming the object, and the local store is left as it was.
 - Concurrency is a pool of ``jobs`` threads over blocking store calls: each holds at most one
   pack (streamed to or from a file) or one range in flight, so memory and open files stay bounded.
 """
@@ -47,6 +54,7 @@ from cas.objects import (
     trailer_bytes,
 )
 from cas.parallel import bounded_map
+from cas.pointer import VERSIONED
 from cas.progress import Progress, Silent
 
 if TYPE_CHECKING:
@@ -92,6 +100,8 @@ class PushResult:
     remote: str
     url: str
     manifests: int = 0
+    versions: int = 0
+    segments: int = 0
     packs: int = 0
     indexes: int = 0
     packs_present: int = 0
@@ -104,6 +114,8 @@ class FetchResult:
     remote: str
     url: str
     manifests: int = 0
+    versions: int = 0
+    segments: int = 0
     packs: int = 0
     ranges: int = 0
     chunks: int = 0
@@ -125,6 +137,8 @@ class VerifyResult:
     remote: str
     url: str
     manifests: int = 0
+    versions: int = 0
+    segments: int = 0
     chunks: int = 0
     packs_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -136,6 +150,9 @@ class VerifyResult:
 
 @dataclass
 class RemoteStatus:
+    """``manifest`` is the manifest or version id the pointer names; ``pushed`` and
+    ``manifest_local`` cover every metadata object it needs (a version's chain and segments)."""
+
     pointer: str
     manifest: str
     pushed: bool
@@ -143,14 +160,144 @@ class RemoteStatus:
     manifest_local: bool
 
 
-# -- what the remote holds -------------------------------------------------------------------------
+# -- what a pointer needs --------------------------------------------------------------------------
 @dataclass
 class _Need:
-    """A pointer at a revision (``where``) and the manifest it names."""
+    """A pointer at a revision (``where``), its kind and the manifest or version id it names."""
 
     where: str
     target: Target
+    kind: str
     manifest: str
+
+
+@dataclass(frozen=True)
+class _Object:
+    """A metadata object a pointer needs. ``prefix`` is its listing prefix (``manifests``,
+    ``versions``, ``segments``); ``kind`` is, for a segment, the kind of the version listing it,
+    which the segment's schema must match."""
+
+    prefix: str
+    id: str
+    kind: str = ""
+
+    @property
+    def key(self) -> str:
+        from cas import versions  # lazily: imports pyarrow
+
+        keys = {"manifests": manifest_key, "versions": versions.version_key,
+                "segments": versions.segment_key}  # fmt: skip
+        return keys[self.prefix](self.id)
+
+    def __str__(self) -> str:
+        return f"{self.prefix[:-1]} {self.id}"
+
+
+def _root(need: _Need) -> _Object:
+    return _Object("versions" if need.kind in VERSIONED else "manifests", need.manifest)
+
+
+def _prefixes(needs: Sequence[_Need]) -> tuple[str, ...]:
+    """The listings that tell which of these pointers' metadata objects the remote holds."""
+    kinds = {n.kind in VERSIONED for n in needs}
+    return (*(("manifests",) if False in kinds else ()),
+            *(("versions", "segments") if True in kinds else ()))  # fmt: skip
+
+
+def _objects(repo: Repo, need: _Need, ensure: Callable[[list[_Object]], None]) -> list[_Object]:
+    """Every metadata object the pointer needs, in push order: its manifest; or every segment,
+    then the versions oldest first, so that no object reaches the remote before what it names.
+    ``ensure`` is called on objects before they are read, so a fetch can bring them in; the
+    chain is walked one version at a time because each version names its parent."""
+    root = _root(need)
+    ensure([root])
+    if root.prefix == "manifests":
+        return [root]
+    from cas import versions  # lazily: imports pyarrow
+
+    chain = [root]
+    segments: dict[str, _Object] = {}
+    while True:
+        version = versions.load_version(repo, chain[-1].id)
+        for segment_id in version.segments:
+            segments.setdefault(segment_id, _Object("segments", segment_id, version.kind))
+        if version.parent is None:
+            break
+        chain.append(_Object("versions", version.parent))
+        ensure(chain[-1:])
+    ensure(list(segments.values()))
+    return [*segments.values(), *reversed(chain)]
+
+
+def _chunks(repo: Repo, objects: Iterable[_Object], subpath: str | None = None) -> Iterator[bytes]:
+    """The chunks the data of these objects needs (only of files under ``subpath`` when given):
+    a manifest's rows and an ``append`` segment's rows name chunks; a corpus's bytes stay where
+    they are, so its segments name none. A chunk several rows share comes once per row."""
+    from cas import versions  # lazily: imports pyarrow
+
+    for obj in objects:
+        if obj.prefix == "manifests":
+            for row in _rows(repo, obj.id):
+                if _under(row.path, subpath):
+                    yield from (cid for cid, _ in row.chunks)
+        elif obj.kind == "append":
+            one = versions.Version(obj.kind, None, None, None, (obj.id,), "", 0, 0)
+            wanted = versions.prefix_range(subpath or "")
+            for group in versions.scan(repo, one, ["path", "chunks"], wanted):
+                paths, chunks = group.column("path").to_pylist(), group.column("chunks")
+                for path, row in zip(paths, chunks.to_pylist()):
+                    if _under(path, subpath):
+                        yield from (chunk["id"] for chunk in row)
+
+
+def _require_local(repo: Repo, where: str) -> Callable[[list[_Object]], None]:
+    """The ``ensure`` of push and status: what is not in the local store cannot be pushed."""
+
+    def ensure(objects: list[_Object]) -> None:
+        for obj in objects:
+            if not repo.local.exists(obj.key):
+                raise ObjectMissingError(
+                    f"{obj} that {where} needs is not in the local store; "
+                    "run 'cas pull', or push from the clone that made it"
+                )
+
+    return ensure
+
+
+def _download(repo: Repo, store: FsspecStore, obj: _Object, traffic: Traffic, keep: bool) -> None:
+    """Download a metadata object into a temp file and check it with the function that checks
+    it on every local read; then rename it into the local store (``keep``) or drop it (a deep
+    verify that already holds it). Wrong bytes raise naming the object and the remote."""
+    from cas import manifest, versions  # lazily: imports pyarrow
+
+    tmp = repo.local.temp_path()
+    try:
+        store.get_file(obj.key, tmp)
+        traffic.count(tmp.stat().st_size)
+        if obj.prefix == "manifests":
+            manifest.decode(tmp.read_bytes(), obj.id)  # re-derives the id
+        elif obj.prefix == "versions":
+            versions.decode_version(tmp.read_bytes(), obj.id)
+        else:
+            versions.verify_segment_file(tmp, obj.id, obj.kind)
+    except KeyError:
+        tmp.unlink(missing_ok=True)
+        raise ObjectMissingError(f"{obj} is not on {store.label}") from None
+    except (CorruptObjectError, ManifestError) as err:
+        tmp.unlink(missing_ok=True)
+        raise type(err)(
+            f"{obj.key} on {store.label} was refused, nothing was stored: {err}"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if keep:
+        repo.local.put_file(obj.key, tmp)
+    else:
+        tmp.unlink()
+
+
+# -- what the remote holds -------------------------------------------------------------------------
 
 
 class RemoteView:
@@ -161,6 +308,8 @@ class RemoteView:
         self.store = store
         self.traffic = traffic
         self.manifests: set[str] = set()
+        self.versions: set[str] = set()
+        self.segments: set[str] = set()
         self.packs: set[str] = set()
         self.indexes: set[str] = set()
         self.has_layout = self._check_layout()
@@ -168,13 +317,20 @@ class RemoteView:
         self._chunks: dict[bytes, Location] | None = None
 
     def list(self, what: Sequence[str]) -> None:
-        """List these prefixes (``manifests``, ``packs``, ``index``): one paginated request
-        series each, whatever the number of objects."""
-        listings = {"manifests": self.manifests, "packs": self.packs, "index": self.indexes}
+        """List these prefixes (``manifests``, ``versions``, ``segments``, ``packs``,
+        ``index``): one paginated request series each, whatever the number of objects."""
         for prefix in what:
             names = (k.rsplit("/", 1)[-1] for k in self.store.list(prefix + "/"))
-            listings[prefix].update(n for n in names if _OBJECT_NAME.fullmatch(n))
+            self._listing(prefix).update(n for n in names if _OBJECT_NAME.fullmatch(n))
             self.traffic.count(0)
+
+    def _listing(self, prefix: str) -> set[str]:
+        return {"manifests": self.manifests, "versions": self.versions, "segments": self.segments,
+                "packs": self.packs, "index": self.indexes}[prefix]  # fmt: skip
+
+    def has(self, obj: _Object) -> bool:
+        """Whether the listing of the object's prefix named it."""
+        return obj.id in self._listing(obj.prefix)
 
     def _check_layout(self) -> bool:
         """False for a remote nothing was pushed to yet; refuses a layout from a newer cas."""
@@ -264,7 +420,7 @@ def _needs(
                 continue
             ptr: Pointer = repo.read_pointer(target, rev)
             where = f"{rev}:{target.pointer}" if rev else target.pointer
-            needs.append(_Need(where, target, ptr.manifest))
+            needs.append(_Need(where, target, ptr.kind, ptr.manifest))
     if not needs:
         raise UsageError("no pointers to transfer; name targets or run 'cas add' first")
     return needs

@@ -42,6 +42,21 @@ def rows_by_path(table: pa.Table) -> dict[str, Row]:
     return {r.path: r for r in manifest.to_rows(table)}
 
 
+def _has_tree(repo: Repo, tree_id: str) -> bool:
+    """The stat cache names a manifest, or a version for append-only targets."""
+    if repo.objects.has_manifest(tree_id):
+        return True
+    from cas import versions  # lazily: imports pyarrow
+
+    return versions.exists(repo, tree_id)
+
+
+def _tree(repo: Repo, tree_id: str) -> pa.Table:
+    from cas import versions  # lazily: imports pyarrow
+
+    return versions.tree_table(repo, tree_id)
+
+
 def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Worktree:
     """Stat every file; learn its content from the cache or by hashing it.
 
@@ -52,7 +67,7 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
     kind, entries = working_entries(repo, target, missing_ok=True)
     tree = Worktree(kind, entries)
     snapshot = repo.stat_cache.load(target.path)
-    if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):
+    if snapshot and not _has_tree(repo, snapshot.manifest_id):
         snapshot = None  # the cached manifest is gone (gc): trust nothing
     if snapshot and snapshot.unchanged(entries, expected):
         tree.all_cached = True
@@ -62,7 +77,7 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
     cached: dict[str, Row] = {}
     if snapshot and any(hits):
         tree.cached_manifest = snapshot.manifest_id
-        cached = rows_by_path(repo.load_manifest(snapshot.manifest_id))
+        cached = rows_by_path(_tree(repo, snapshot.manifest_id))
     for entry, hit in zip(entries, hits):
         if hit and entry.path in cached:
             tree.rows[entry.path] = cached[entry.path]
