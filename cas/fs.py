@@ -31,7 +31,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from cas.gitio import GitRepo
 from cas.ops.compare import expected_rows
 from cas.pointer import Pointer
-from cas.repo import CAS_DIR, Repo, Target
+from cas.repo import Repo, Target
 from cas.rows import Row
 
 __all__ = ["CASFile", "CASFileSystem", "RepoView"]
@@ -53,8 +53,7 @@ def _ensure_local(repo: Repo, chunk_ids: list[bytes], needed_by: str) -> None:
 def _commit_of(repo: Repo, rev: str) -> str:
     """The commit id ``rev`` names now, so a moving branch or tag cannot change the data under
     a reader that already started (and so a training run can log exactly what it read)."""
-    repo.git.exists_at(rev, CAS_DIR)  # raises UsageError naming an unknown revision
-    return repo.git.repo.commit(rev).hexsha
+    return repo.git.commit_id(rev)
 
 
 class RepoView:
@@ -266,7 +265,7 @@ class CASFileSystem(AbstractFileSystem):
             t for t in self._overlapping(path) if t.path == path or path.startswith(f"{t.path}/")
         )
         if self.view.rev is not None:
-            return self.view.repo.git.repo.commit(self.view.rev).committed_datetime
+            return self.view.repo.git.commit_time(self.view.rev)
         mtime = self.view.repo.abspath(target.pointer).stat().st_mtime
         return datetime.datetime.fromtimestamp(mtime, tz=datetime.timezone.utc)
 

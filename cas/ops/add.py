@@ -71,7 +71,7 @@ def file_path(repo: Repo, target: Target, kind: str, rel: str) -> str:
 
 def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResult:
     progress = progress or Silent()
-    if repo.git.repo.git.ls_files("--", target.path):
+    if repo.git.is_tracked(target.path):
         raise PathError(
             f"{target.path} is tracked by Git; run 'git rm -r --cached {target.path}' first"
         )

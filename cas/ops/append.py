@@ -50,7 +50,7 @@ class AppendResult:
 def add_append_only(repo: Repo, target: Target, progress: Progress | None = None) -> AppendResult:
     """Append the folder's new files to its version (or start one); refuse changes/deletions."""
     progress = progress or Silent()
-    if repo.git.repo.git.ls_files("--", target.path):
+    if repo.git.is_tracked(target.path):
         raise PathError(
             f"{target.path} is tracked by Git; run 'git rm -r --cached {target.path}' first"
         )
