@@ -17,13 +17,13 @@ import json
 import os
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cas import hashing
 from cas.store.local import storage_error
-from cas.workspace import Entry, temp_name
+from cas.workspace import Entry, Listing, temp_name
 
 VERSION = 1
 _FINE_MARGIN_NS = 50_000_000
@@ -67,17 +67,16 @@ class StatSnapshot:
     stats: array  # flat (size, mtime_ns, ino) triples, aligned with paths
     complete: bool  # every file of the manifest is listed (none was left out as racy)
 
-    def unchanged(self, entries: list[Entry], manifest_id: str | None = None) -> bool:
+    def unchanged(self, entries: Sequence[Entry], manifest_id: str | None = None) -> bool:
         """True when ``entries`` are exactly the manifest's files, untouched since cached: the
         fast path of status, add and checkout, which then read no manifest at all."""
-        return (
-            self.complete
-            and (manifest_id is None or manifest_id == self.manifest_id)
-            and [e.path for e in entries] == self.paths
-            and _triples(entries) == self.stats
-        )
+        if not self.complete or (manifest_id is not None and manifest_id != self.manifest_id):
+            return False
+        if isinstance(entries, Listing):  # columns: no Entry is built
+            return entries.paths == self.paths and entries.stats == self.stats
+        return [e.path for e in entries] == self.paths and _triples(entries) == self.stats
 
-    def matching(self, entries: list[Entry]) -> list[bool]:
+    def matching(self, entries: Sequence[Entry]) -> list[bool]:
         """For each entry, whether its stat matches the cached one. One C-level comparison when
         nothing changed, the common case."""
         if [e.path for e in entries] == self.paths:

@@ -11,6 +11,7 @@ import itertools
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from cas.parallel import bounded_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
-from cas.workspace import Entry, entry_of, refuse, scan
+from cas.workspace import Entry, Listing, refuse, scan
 
 if TYPE_CHECKING:
     from cas.state import StatSnapshot
@@ -46,7 +47,7 @@ class AddResult:
 
 def working_entries(
     repo: Repo, target: Target, missing_ok: bool = False
-) -> tuple[str | None, list[Entry]]:
+) -> tuple[str | None, Listing]:
     """The kind of a target in the working tree ("dir", "file"; None if absent and
     ``missing_ok``) and its files. A symlinked target is refused: following it could read or
     write outside the repository."""
@@ -55,12 +56,14 @@ def working_entries(
         st = os.lstat(path)
     except FileNotFoundError:
         if missing_ok:
-            return None, []
+            return None, Listing()
         raise PathError(f"{target.path} does not exist; check the path") from None
     if stat.S_ISDIR(st.st_mode):
         return "dir", scan(path, target.path)
     if stat.S_ISREG(st.st_mode):
-        return "file", [entry_of(str(path), path.name, st)]
+        single = Listing()
+        single.add(path.name, st)
+        return "file", single
     raise refuse(st.st_mode, target.path)
 
 
@@ -79,7 +82,7 @@ def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResu
     snapshot = repo.stat_cache.load(target.path)
     if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):
         snapshot = None  # the cached manifest is gone (gc): trust nothing
-    total = sum(e.size for e in entries)
+    total = entries.total_size
 
     if snapshot and snapshot.unchanged(entries):
         manifest_id, hashed, new_bytes = snapshot.manifest_id, 0, 0
@@ -99,7 +102,7 @@ def _store(
     repo: Repo,
     target: Target,
     kind: str,
-    entries: list[Entry],
+    entries: Sequence[Entry],
     snapshot: StatSnapshot | None,
     progress: Progress,
 ) -> tuple[str, int, int]:

@@ -102,7 +102,7 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
         version_id = parent_id
     else:
         version_id = versions.append(repo, parent_id, manifest.from_rows(new_rows), "append")
-    total = sum(e.size for e in entries)
+    total = entries.total_size
     repo.stat_cache.save(target.path, version_id, cache, len(entries))
     with repo.lock():
         pointer_changed = repo.write_pointer(target, Pointer("append", version_id))
