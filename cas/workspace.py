@@ -99,6 +99,8 @@ def scan(root: Path, shown: str) -> Listing:
 
 
 def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
+    """One folder, then its sub-folders in order. The per-file loop is the hot path of
+    ``cas status`` (200,000 iterations for a many-small-files dataset): locals only."""
     try:
         with os.scandir(folder) as it:
             items = sorted(
@@ -108,26 +110,27 @@ def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
         raise PathError(
             f"cannot read folder {shown}/{prefix}: permission denied; fix its mode"
         ) from None
+    paths_append, stats_extend, execs_append = out.paths.append, out.stats.extend, out.execs.append
     for key, de in items:
-        name = de.name
-        rel = prefix + name
-        if not name.isascii():
+        if not key.isascii():
             try:
-                name.encode("utf-8")
+                key.encode("utf-8")
             except UnicodeEncodeError:
                 raise PathError(
-                    f"{shown}/{rel!r} has a name that is not UTF-8; rename it"
+                    f"{shown}/{prefix}{de.name!r} has a name that is not UTF-8; rename it"
                 ) from None
         if key[-1] == "/":
-            _walk(de.path, rel + "/", shown, out)
+            _walk(de.path, prefix + key, shown, out)
             continue
-        if TEMP_MARK in name:
+        if TEMP_MARK in key:
             continue
         st = de.stat(follow_symlinks=False)
         mode = st.st_mode
         if not S_ISREG(mode):
-            raise refuse(mode, f"{shown}/{rel}")
-        out.add(rel, st)
+            raise refuse(mode, f"{shown}/{prefix}{key}")
+        paths_append(prefix + key)
+        stats_extend((st.st_size, st.st_mtime_ns, st.st_ino))
+        execs_append(1 if mode & S_IXUSR else 0)
 
 
 def temp_name(path: Path) -> Path:
