@@ -72,8 +72,9 @@ def spec_for(name: str, size: str, seed: int) -> DatasetSpec:
     if name == "mixed":
         big = (256 * MiB) // 20 if small else 256 * MiB
         groups = (
-            FileGroup("small", 1_000 if small else 20_000, 4 * KiB, 64 * KiB,
-                      (4, 2) if small else (8, 5)),
+            FileGroup(
+                "small", 1_000 if small else 20_000, 4 * KiB, 64 * KiB, (4, 2) if small else (8, 5)
+            ),
             FileGroup("medium", 9 if small else 180, 1 * MiB, 8 * MiB, (3,)),
             FileGroup("large", 4, big, big),
         )
@@ -111,16 +112,16 @@ class Dataset:
         return len(self.manifest)
 
 
-def _write_slice(path: Path, buf: np.ndarray, word_off: int, size: int, key: np.uint64,
-                 scratch: np.ndarray) -> None:
+def _write_slice(
+    path: Path, buf: np.ndarray, word_off: int, size: int, key: np.uint64, scratch: np.ndarray
+) -> None:
     """Write ``size`` bytes of ``buf[word_off:] ^ key`` to ``path`` in bounded pieces."""
     words = -(-size // 8)
     remaining = size
     with open(path, "wb", buffering=0) as f:
         for start in range(0, words, PIECE_WORDS):
             n = min(PIECE_WORDS, words - start)
-            out = np.bitwise_xor(buf[word_off + start: word_off + start + n], key,
-                                 out=scratch[:n])
+            out = np.bitwise_xor(buf[word_off + start : word_off + start + n], key, out=scratch[:n])
             raw = memoryview(out.view(np.uint8))[: min(remaining, n * 8)]
             f.write(raw)
             remaining -= len(raw)
@@ -153,8 +154,9 @@ def _generate(spec: DatasetSpec, dest: Path, log: Callable[[str], None]) -> dict
     return manifest
 
 
-def ensure_dataset(data_dir: Path, name: str, size: str, seed: int,
-                   log: Callable[[str], None] = print) -> Dataset:
+def ensure_dataset(
+    data_dir: Path, name: str, size: str, seed: int, log: Callable[[str], None] = print
+) -> Dataset:
     """Return the cached data set, generating it (atomically, via rename) if missing."""
     spec = spec_for(name, size, seed)
     root = data_dir / "datasets" / spec.key
@@ -219,8 +221,9 @@ def verify_tree(tree: Path, ds: Dataset, sample: int = 24) -> str | None:
         return "; ".join(problems)
     rels = sorted(ds.manifest)
     rng = np.random.default_rng([ds.spec.seed, 7])
-    picks = {rels[int(i)] for i in rng.choice(len(rels), size=min(sample, len(rels)),
-                                               replace=False)}
+    picks = {
+        rels[int(i)] for i in rng.choice(len(rels), size=min(sample, len(rels)), replace=False)
+    }
     picks.add(max(rels, key=lambda r: ds.manifest[r]))  # always one of the largest files
     bad = [r for r in sorted(picks) if not filecmp.cmp(tree / r, ds.data / r, shallow=False)]
     if bad:
@@ -239,12 +242,15 @@ class EditPlan:
     seed: int
 
     def describe(self) -> str:
-        return (f"{len(self.inserts)} x 100-byte mid-file inserts, {len(self.appends)} x 1 KiB "
-                f"appends, {len(self.deletes)} deletions, {len(self.new_files)} new files")
+        return (
+            f"{len(self.inserts)} x 100-byte mid-file inserts, {len(self.appends)} x 1 KiB "
+            f"appends, {len(self.deletes)} deletions, {len(self.new_files)} new files"
+        )
 
 
-def plan_edit(ds: Dataset, *, n_large: int = 10, n_append: int = 50, n_delete: int = 100,
-              n_new: int = 100) -> EditPlan:
+def plan_edit(
+    ds: Dataset, *, n_large: int = 10, n_append: int = 50, n_delete: int = 100, n_new: int = 100
+) -> EditPlan:
     """Pick the files to edit, deterministically from the manifest and seed.
 
     Inserts go to every file of the largest size (the four "large" ones) plus randomly
@@ -258,8 +264,9 @@ def plan_edit(ds: Dataset, *, n_large: int = 10, n_append: int = 50, n_delete: i
     n_mid = min(len(mids), n_large - len(huge))
     inserts = huge + [mids[int(i)] for i in rng.choice(len(mids), size=n_mid, replace=False)]
     smalls = sorted(r for r in ds.manifest if ds.manifest[r] < MiB)
-    chosen = [smalls[int(i)] for i in rng.choice(len(smalls), size=n_append + n_delete,
-                                                  replace=False)]
+    chosen = [
+        smalls[int(i)] for i in rng.choice(len(smalls), size=n_append + n_delete, replace=False)
+    ]
     appends, deletes = chosen[:n_append], chosen[n_append:]
     new_files = []
     for i in range(n_new):
@@ -302,8 +309,9 @@ def apply_edit(tree: Path, plan: EditPlan) -> None:
         size = path.stat().st_size
         insert = rand_bytes(100)
 
-        def write_insert(dst: BinaryIO, path: Path = path, size: int = size,
-                         insert: bytes = insert) -> None:
+        def write_insert(
+            dst: BinaryIO, path: Path = path, size: int = size, insert: bytes = insert
+        ) -> None:
             with open(path, "rb") as src:
                 _copy_range(src, dst, size // 2)
                 dst.write(insert)

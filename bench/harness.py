@@ -107,8 +107,22 @@ class Collector:
             error = None
             if errs:
                 error = errs[0] if not vals else f"{len(errs)} repetition(s) failed: {errs[0]}"
-            rank = (self._seen["dataset"][dataset] * 10_000 + order.get(key, 99) * 100
-                    + self._seen["tool"][tool])
-            out.append(Record(self.suite, dataset, tool, label, unit, list(vals), error,
-                              (refs or {}).get((dataset, tool, key)), rank))
+            rank = (
+                self._seen["dataset"][dataset] * 10_000
+                + order.get(key, 99) * 100
+                + self._seen["tool"][tool]
+            )
+            out.append(
+                Record(
+                    self.suite,
+                    dataset,
+                    tool,
+                    label,
+                    unit,
+                    list(vals),
+                    error,
+                    (refs or {}).get((dataset, tool, key)),
+                    rank,
+                )
+            )
         return out

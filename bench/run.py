@@ -77,6 +77,7 @@ def csv_choice(allowed: tuple[str, ...] | list[str]) -> Callable[[str], list[str
         if bad:
             raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
         return items
+
     return parse
 
 
@@ -88,33 +89,70 @@ def default_data_dir() -> Path:
     if os.access(REPO_ROOT.parent, os.W_OK):
         return beside
     import tempfile
+
     return Path(tempfile.gettempdir()) / "cas-bench-data"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=("full", "small"), default="full",
-                   help="full (~2 GiB mixed, 200k-file many-small) or small (~20x smaller)")
-    p.add_argument("--suite", type=csv_choice(list(SUITES)), action="extend",
-                   help=f"comma-separated suites to run (default: all of {list(SUITES)})")
+    p.add_argument(
+        "--size",
+        choices=("full", "small"),
+        default="full",
+        help="full (~2 GiB mixed, 200k-file many-small) or small (~20x smaller)",
+    )
+    p.add_argument(
+        "--suite",
+        type=csv_choice(list(SUITES)),
+        action="extend",
+        help=f"comma-separated suites to run (default: all of {list(SUITES)})",
+    )
     p.add_argument("--out", type=Path, help="write a Markdown report here")
     p.add_argument("--json", type=Path, help="also write the raw records as JSON here")
-    p.add_argument("--tools", type=csv_choice(TOOLS), default=list(TOOLS),
-                   help="comma-separated tools for the core suite (default: cp,dvc,cas)")
-    p.add_argument("--datasets", type=csv_choice(DATASET_NAMES), default=list(DATASET_NAMES),
-                   help="comma-separated data sets for the core suite")
-    p.add_argument("--repeat", action="append", metavar="N|DATASET=N",
-                   help="repetitions (default: mixed=3, many-small=1; 1 each for --size small)")
+    p.add_argument(
+        "--tools",
+        type=csv_choice(TOOLS),
+        default=list(TOOLS),
+        help="comma-separated tools for the core suite (default: cp,dvc,cas)",
+    )
+    p.add_argument(
+        "--datasets",
+        type=csv_choice(DATASET_NAMES),
+        default=list(DATASET_NAMES),
+        help="comma-separated data sets for the core suite",
+    )
+    p.add_argument(
+        "--repeat",
+        action="append",
+        metavar="N|DATASET=N",
+        help="repetitions (default: mixed=3, many-small=1; 1 each for --size small)",
+    )
     p.add_argument("--seed", type=int, default=1, help="data generation seed")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="where data sets are cached and repos are made "
-                        "(default: $CAS_BENCH_DATA or ../bench-data)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="per-command timeout in seconds (default: 3600 full, 300 small)")
-    p.add_argument("--cas-bin", type=Path, default=REPO_ROOT / ".venv" / "bin" / "cas",
-                   help="cas executable (default: .venv/bin/cas)")
-    p.add_argument("--dvc-venv", type=Path, default=BENCH_DIR / ".venv-dvc",
-                   help="venv holding DVC; created with dvc==3.* if missing")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where data sets are cached and repos are made "
+        "(default: $CAS_BENCH_DATA or ../bench-data)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="per-command timeout in seconds (default: 3600 full, 300 small)",
+    )
+    p.add_argument(
+        "--cas-bin",
+        type=Path,
+        default=REPO_ROOT / ".venv" / "bin" / "cas",
+        help="cas executable (default: .venv/bin/cas)",
+    )
+    p.add_argument(
+        "--dvc-venv",
+        type=Path,
+        default=BENCH_DIR / ".venv-dvc",
+        help="venv holding DVC; created with dvc==3.* if missing",
+    )
     return p.parse_args(argv)
 
 
@@ -155,15 +193,16 @@ def _command_line() -> str:
     return shlex.join([shown, *sys.argv])
 
 
-def gather_meta(ctx: BenchContext, suites: list[str],
-                load: tuple[float, float, float]) -> dict[str, str]:
+def gather_meta(
+    ctx: BenchContext, suites: list[str], load: tuple[float, float, float]
+) -> dict[str, str]:
     """Provenance for the report: how, when and where the numbers were produced."""
     head = command_version(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
     meta = {
         "command": _command_line(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores ({_cpu_model()}), {_meminfo_gib():.1f} GiB RAM, "
-                   f"{platform.system()} {platform.release()}",
+        f"{platform.system()} {platform.release()}",
         "filesystem": f"{_fs_type(ctx.data_dir)} ({ctx.data_dir})",
         "python": f"{platform.python_version()} ({sys.executable})",
         "numpy": numpy.__version__,
@@ -188,9 +227,16 @@ def main(argv: list[str]) -> int:
     timeout = args.timeout or (3600.0 if args.size == "full" else 300.0)
     runner = Runner(log_dir, timeout)
     ctx = BenchContext(
-        repo_root=REPO_ROOT, bench_dir=BENCH_DIR, data_dir=data_dir, work_dir=work_dir,
-        size=args.size, seed=args.seed, datasets=args.datasets,
-        repeats=parse_repeats(args.repeat, args.size), tools=set(args.tools), runner=runner,
+        repo_root=REPO_ROOT,
+        bench_dir=BENCH_DIR,
+        data_dir=data_dir,
+        work_dir=work_dir,
+        size=args.size,
+        seed=args.seed,
+        datasets=args.datasets,
+        repeats=parse_repeats(args.repeat, args.size),
+        tools=set(args.tools),
+        runner=runner,
         project_python=PROJECT_PYTHON if PROJECT_PYTHON.exists() else Path(sys.executable),
     )
     load = os.getloadavg()
@@ -232,9 +278,14 @@ def main(argv: list[str]) -> int:
     meta["bench wall time"] = f"{total:.0f} s"
     meta["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     notes = [
-        *(["`--size small`: a smoke run on ~20x smaller data; the targets are defined for "
-           "`--size full`, so PASS/FAIL here is indicative only."] if args.size == "small"
-          else []),
+        *(
+            [
+                "`--size small`: a smoke run on ~20x smaller data; the targets are defined for "
+                "`--size full`, so PASS/FAIL here is indicative only."
+            ]
+            if args.size == "small"
+            else []
+        ),
         "Method: each tool runs in a fresh git repo; its copy of the data is made with "
         "`cp -r` and timed as a baseline sample; the page cache is warm (data read once "
         "before timing); `sync` before each timed step; times are wall-clock medians over "

@@ -64,8 +64,9 @@ def measure_cp(ctx: BenchContext, name: str, src: Path, rep: int, col: Collector
     base.mkdir(parents=True)
     try:
         os.sync()
-        res = ctx.runner.run(["cp", "-r", str(src), str(base / "data")], cwd=base,
-                             label=f"cp-{name}-r{rep}")
+        res = ctx.runner.run(
+            ["cp", "-r", str(src), str(base / "data")], cwd=base, label=f"cp-{name}-r{rep}"
+        )
         if res.ok:
             col.add(name, "cp", "copy", res.seconds)
             col.add(name, "cp", "copy_cpu", res.cpu_seconds)
@@ -76,8 +77,9 @@ def measure_cp(ctx: BenchContext, name: str, src: Path, rep: int, col: Collector
         rm_tree(base)
 
 
-def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
-                 plan: EditPlan | None, col: Collector) -> None:
+def measure_tool(
+    ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int, plan: EditPlan | None, col: Collector
+) -> None:
     """One repetition of the full command sequence for ``tool`` in a fresh repository."""
     ds_name = ds.spec.name
     base = ctx.work_dir / f"{tool.name}-{ds_name}-r{rep}"
@@ -92,8 +94,9 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
         # The repo's copy of the data doubles as a `cp -r` baseline sample (same command,
         # same conditions), which saves one full copy per repetition and tool.
         os.sync()
-        res = run.check(["cp", "-r", str(ds.data), str(repo / "data")], cwd=repo,
-                        label=f"{label}-cp")
+        res = run.check(
+            ["cp", "-r", str(ds.data), str(repo / "data")], cwd=repo, label=f"{label}-cp"
+        )
         if "cp" in ctx.tools:
             col.add(ds_name, "cp", "copy", res.seconds)
             col.add(ds_name, "cp", "copy_cpu", res.cpu_seconds)
@@ -154,7 +157,7 @@ def measure_tool(ctx: BenchContext, tool: VcsTool, ds: Dataset, rep: int,
         if step == "add_cold":
             for key in ("peak_rss", "store_size"):
                 col.error(ds_name, tool.name, key, "add (cold) failed")
-        later = STEPS[STEPS.index(step) + 1:]
+        later = STEPS[STEPS.index(step) + 1 :]
         for key in later:
             if key != "add_edit" or plan is not None:
                 col.error(ds_name, tool.name, key, f"skipped: {METRICS[step][0]} failed")
@@ -174,11 +177,13 @@ def core_goals(ds: str, col: Collector) -> list[Goal]:
     med = col.median
 
     def note(*missing: tuple[str, str]) -> str:
-        return "; ".join(col.why_missing(ds, t, k) for t, k in missing
-                         if med(ds, t, k) is None)
+        return "; ".join(col.why_missing(ds, t, k) for t, k in missing if med(ds, t, k) is None)
 
-    cas_add, cp, dvc_add = med(ds, "cas", "add_cold"), med(ds, "cp", "copy"), med(
-        ds, "dvc", "add_cold")
+    cas_add, cp, dvc_add = (
+        med(ds, "cas", "add_cold"),
+        med(ds, "cp", "copy"),
+        med(ds, "dvc", "add_cold"),
+    )
     cas_co, dvc_co = med(ds, "cas", "checkout"), med(ds, "dvc", "checkout")
     add_n = [("cas", "add_cold"), ("cp", "copy")]
     dvc_n = [("dvc", "add_cold"), ("cas", "add_cold")]
@@ -186,26 +191,97 @@ def core_goals(ds: str, col: Collector) -> list[Goal]:
     mixed = ds == "mixed"
     quick = 0.5 if mixed else 1.5
     goals = [
-        Goal("core", ds, "cas add (cold) / cp -r", _ratio(cas_add, cp), "x", "<=",
-             1.0 if mixed else 0.5, note(*add_n)),
-        Goal("core", ds, "dvc add / cas add (cold)", _ratio(dvc_add, cas_add), "x", ">=",
-             3.0 if mixed else 4.0, note(*dvc_n)),
-        Goal("core", ds, "cas add (unchanged)", med(ds, "cas", "add_unchanged"), "s", "<=",
-             quick, note(("cas", "add_unchanged"))),
-        Goal("core", ds, "cas status", med(ds, "cas", "status"), "s", "<=", quick,
-             note(("cas", "status"))),
+        Goal(
+            "core",
+            ds,
+            "cas add (cold) / cp -r",
+            _ratio(cas_add, cp),
+            "x",
+            "<=",
+            1.0 if mixed else 0.5,
+            note(*add_n),
+        ),
+        Goal(
+            "core",
+            ds,
+            "dvc add / cas add (cold)",
+            _ratio(dvc_add, cas_add),
+            "x",
+            ">=",
+            3.0 if mixed else 4.0,
+            note(*dvc_n),
+        ),
+        Goal(
+            "core",
+            ds,
+            "cas add (unchanged)",
+            med(ds, "cas", "add_unchanged"),
+            "s",
+            "<=",
+            quick,
+            note(("cas", "add_unchanged")),
+        ),
+        Goal(
+            "core",
+            ds,
+            "cas status",
+            med(ds, "cas", "status"),
+            "s",
+            "<=",
+            quick,
+            note(("cas", "status")),
+        ),
     ]
     if mixed:
         growth = _ratio(med(ds, "cas", "store_growth"), med(ds, "dvc", "store_growth"))
-        goals.append(Goal("core", ds, "cas store growth / DVC cache growth (edit)",
-                          None if growth is None else 100 * growth, "%", "<=", 1.0,
-                          note(("cas", "store_growth"), ("dvc", "store_growth"))))
-        goals.append(Goal("core", ds, "cas checkout / cp -r", _ratio(cas_co, cp), "x", "<=",
-                          1.2, note(("cas", "checkout"), ("cp", "copy"))))
-    goals.append(Goal("core", ds, "dvc checkout / cas checkout", _ratio(dvc_co, cas_co), "x",
-                      ">=", 1.5, note(*co_n)))
-    goals.append(Goal("core", ds, "cas peak RSS (add)", col.maximum(ds, "cas", "peak_rss"),
-                      "MiB", "<=", 300 if mixed else 500, note(("cas", "peak_rss"))))
+        goals.append(
+            Goal(
+                "core",
+                ds,
+                "cas store growth / DVC cache growth (edit)",
+                None if growth is None else 100 * growth,
+                "%",
+                "<=",
+                1.0,
+                note(("cas", "store_growth"), ("dvc", "store_growth")),
+            )
+        )
+        goals.append(
+            Goal(
+                "core",
+                ds,
+                "cas checkout / cp -r",
+                _ratio(cas_co, cp),
+                "x",
+                "<=",
+                1.2,
+                note(("cas", "checkout"), ("cp", "copy")),
+            )
+        )
+    goals.append(
+        Goal(
+            "core",
+            ds,
+            "dvc checkout / cas checkout",
+            _ratio(dvc_co, cas_co),
+            "x",
+            ">=",
+            1.5,
+            note(*co_n),
+        )
+    )
+    goals.append(
+        Goal(
+            "core",
+            ds,
+            "cas peak RSS (add)",
+            col.maximum(ds, "cas", "peak_rss"),
+            "MiB",
+            "<=",
+            300 if mixed else 500,
+            note(("cas", "peak_rss")),
+        )
+    )
     return goals
 
 
@@ -218,11 +294,15 @@ def run(ctx: BenchContext) -> SuiteResult:
         ds = ensure_dataset(ctx.data_dir, name, ctx.size, ctx.seed, log=ctx.log)
         plan = plan_edit(ds) if ds.spec.edit else None
         reps = ctx.repeat_for(name)
-        ctx.log(f"[core/{name}] {ds.file_count} files, {ds.total_bytes / 1e9:.2f} GB, "
-                f"{reps} repetition(s); warming page cache")
-        result.notes.append(f"`{name}`: {ds.file_count} files, {ds.total_bytes / 1e9:.2f} GB "
-                            f"(data set `{ds.spec.key}`), {reps} repetition(s)"
-                            + (f"; edit: {plan.describe()}" if plan else ""))
+        ctx.log(
+            f"[core/{name}] {ds.file_count} files, {ds.total_bytes / 1e9:.2f} GB, "
+            f"{reps} repetition(s); warming page cache"
+        )
+        result.notes.append(
+            f"`{name}`: {ds.file_count} files, {ds.total_bytes / 1e9:.2f} GB "
+            f"(data set `{ds.spec.key}`), {reps} repetition(s)"
+            + (f"; edit: {plan.describe()}" if plan else "")
+        )
         warm(ds.data)
         for rep in range(reps):
             live = [t for t in tools if not t.unavailable]
@@ -237,7 +317,9 @@ def run(ctx: BenchContext) -> SuiteResult:
                 col.error(name, tool.name, "_all", tool.unavailable)
         result.goals += core_goals(name, col)
     if ctx.size == "full":
-        result.notes.append("`ref` column: DVC and `cp -r` figures measured earlier on this "
-                            "machine type, to tell a slow tool from a loaded machine.")
+        result.notes.append(
+            "`ref` column: DVC and `cp -r` figures measured earlier on this "
+            "machine type, to tell a slow tool from a loaded machine."
+        )
     result.records = col.records(REFS if ctx.size == "full" else None)
     return result

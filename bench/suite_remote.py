@@ -95,8 +95,10 @@ def measure(
             run.check(vcs.argv(["remote", "add", "origin", f"s3://{bucket}/cas"]), cwd=repo,
                       env=env, label="cas-remote-add")  # fmt: skip
         else:
-            for cmd in (["remote", "add", "-d", "s3", f"s3://{bucket}/dvc"],
-                        ["remote", "modify", "s3", "endpointurl", server.endpoint]):
+            for cmd in (
+                ["remote", "add", "-d", "s3", f"s3://{bucket}/dvc"],
+                ["remote", "modify", "s3", "endpointurl", server.endpoint],
+            ):
                 run.check(vcs.argv(cmd), cwd=repo, env=env, label="dvc-remote")  # fmt: skip
         subprocess.run(["git", "add", "-A"], cwd=repo, check=True, capture_output=True)
         subprocess.run(["git", "commit", "-qm", "data"], cwd=repo, check=True, capture_output=True)
@@ -168,4 +170,3 @@ def run(ctx: BenchContext) -> SuiteResult:
             result.goals += goals(name, col)
     result.records = col.records()
     return result
-

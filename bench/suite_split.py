@@ -29,8 +29,12 @@ def run(ctx: BenchContext) -> SuiteResult:
     else:
         extra = ["--n", "1000000", "--repeat", "1"] if small else []
         ctx.log(f"[split] running {script.name} {' '.join(extra)}")
-        res = ctx.runner.run([str(ctx.project_python), str(script), *extra], cwd=ctx.repo_root,
-                             label="split", timeout=max(ctx.runner.default_timeout, 600))
+        res = ctx.runner.run(
+            [str(ctx.project_python), str(script), *extra],
+            cwd=ctx.repo_root,
+            label="split",
+            timeout=max(ctx.runner.default_timeout, 600),
+        )
         out_path = res.log_prefix.with_name(res.log_prefix.name + ".out")
         text = out_path.read_text(errors="replace") if out_path.exists() else ""
         matches = PATTERN.findall(text)
@@ -50,6 +54,5 @@ def run(ctx: BenchContext) -> SuiteResult:
         why = "--size small measures 1M ids only; the goal is for 10M"
     else:
         why = col.why_missing("-", "cas", GOAL_METRIC)
-    result.goals.append(Goal("split", "-", "split 10M string ids", measured, "s", "<=", 3.0,
-                             why))
+    result.goals.append(Goal("split", "-", "split 10M string ids", measured, "s", "<=", 3.0, why))
     return result

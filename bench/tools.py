@@ -104,8 +104,15 @@ class Runner:
         self.use_time = TIME_BIN.exists()
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(self, argv: Sequence[str], *, cwd: Path, label: str,
-            env: Mapping[str, str] | None = None, timeout: float | None = None) -> RunResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        label: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> RunResult:
         """Run ``argv`` to completion (or timeout); never raises for tool failures."""
         self.seq += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
@@ -121,9 +128,15 @@ class Runner:
         with open(f"{prefix}.out", "wb") as out, open(f"{prefix}.err", "wb") as err:
             start = time.perf_counter()
             try:
-                proc = subprocess.Popen(wrapped, cwd=cwd, env=full_env,
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    wrapped,
+                    cwd=cwd,
+                    env=full_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 return RunResult(argv, None, 0.0, 0, 0.0, False, prefix, spawn_error=str(exc))
             box: dict[str, object] = {}
@@ -152,13 +165,21 @@ class Runner:
             if not self.use_time:
                 seconds = float(fields[3])
         with open(self.log_dir / "commands.tsv", "a") as index:
-            index.write(f"{prefix.name}\t{proc.returncode}\t{seconds:.3f}\t{cpu:.2f}\t"
-                        f"{maxrss_kib}\t{shlex.join(argv)}\n")
-        return RunResult(argv, proc.returncode, seconds, maxrss_kib * 1024, cpu, timed_out,
-                         prefix)
+            index.write(
+                f"{prefix.name}\t{proc.returncode}\t{seconds:.3f}\t{cpu:.2f}\t"
+                f"{maxrss_kib}\t{shlex.join(argv)}\n"
+            )
+        return RunResult(argv, proc.returncode, seconds, maxrss_kib * 1024, cpu, timed_out, prefix)
 
-    def check(self, argv: Sequence[str], *, cwd: Path, label: str,
-              env: Mapping[str, str] | None = None, timeout: float | None = None) -> RunResult:
+    def check(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        label: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> RunResult:
         """Like :meth:`run` but raises :class:`StepError` when the command fails."""
         res = self.run(argv, cwd=cwd, label=label, env=env, timeout=timeout)
         if not res.ok:
@@ -185,16 +206,26 @@ def rm_tree(path: Path) -> None:
 def make_git_repo(path: Path) -> None:
     """A fresh git repository with an identity, as the tools expect to run inside one."""
     path.mkdir(parents=True)
-    for args in (["init", "-q"], ["config", "user.email", "bench@example.com"],
-                 ["config", "user.name", "bench"], ["config", "commit.gpgsign", "false"]):
+    for args in (
+        ["init", "-q"],
+        ["config", "user.email", "bench@example.com"],
+        ["config", "user.name", "bench"],
+        ["config", "commit.gpgsign", "false"],
+    ):
         subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
 
 
 def command_version(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str | None:
     """First line of ``argv``'s output, or None if it fails (used for report metadata)."""
     try:
-        res = subprocess.run(list(argv), capture_output=True, text=True, timeout=120,
-                             env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+        res = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (res.stdout or res.stderr).strip()
@@ -240,15 +271,19 @@ class DvcTool(VcsTool):
     /var/tmp clean.
     """
 
-    config: str = "[core]\n    analytics = false\n    check_update = false\n" \
-                  "[cache]\n    type = copy\n"
+    config: str = (
+        "[core]\n    analytics = false\n    check_update = false\n[cache]\n    type = copy\n"
+    )
 
     def prepare(self, base: Path) -> dict[str, str]:
         conf = base / "dvc-global-config"
         conf.mkdir(parents=True, exist_ok=True)
         (conf / "config").write_text(self.config)
-        return {**self.env_vars, "DVC_GLOBAL_CONFIG_DIR": str(conf),
-                "DVC_SITE_CACHE_DIR": str(base / "dvc-site-cache")}
+        return {
+            **self.env_vars,
+            "DVC_GLOBAL_CONFIG_DIR": str(conf),
+            "DVC_SITE_CACHE_DIR": str(base / "dvc-site-cache"),
+        }
 
 
 def dvc_tool(venv: Path) -> DvcTool:
@@ -285,8 +320,7 @@ def cas_tool(exe: Path, project_python: Path | None) -> VcsTool:
         return tool
     version = command_version([str(exe), "--version"])
     if version is None and project_python is not None:
-        version = command_version([str(project_python), "-c",
-                                   "import cas; print(cas.__version__)"])
+        version = command_version([str(project_python), "-c", "import cas; print(cas.__version__)"])
     tool.version = version or "?"
     return tool
 
@@ -301,11 +335,18 @@ def ensure_dvc_venv(venv: Path, log_file: Path) -> str | None:
     python = shutil.which("python3") or sys.executable
     print(f"installing dvc==3.* into {venv} (one-time, logs in {log_file}) ...", flush=True)
     with open(log_file, "wb") as out:
-        for argv in ([python, "-m", "venv", str(venv)],
-                     [str(venv / "bin" / "pip"), "install", "-q", "dvc==3.*"]):
+        for argv in (
+            [python, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "pip"), "install", "-q", "dvc==3.*"],
+        ):
             try:
-                res = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=1800,
-                                     stdin=subprocess.DEVNULL)
+                res = subprocess.run(
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=1800,
+                    stdin=subprocess.DEVNULL,
+                )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 return f"`{shlex.join(argv)}` failed: {exc}"
             if res.returncode != 0:

@@ -171,7 +171,7 @@ def encode(table: pa.Table) -> bytes:
 def decode(data: bytes, expected_id: str) -> pa.Table:
     """Parse and validate a stored manifest; its canonical id must equal ``expected_id``."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = pq.read_table(io.BytesIO(data), use_threads=False)  # see cas.cli.main.run
     except (pa.ArrowInvalid, OSError) as err:
         raise ManifestError(f"manifest {expected_id} is not valid Parquet: {err}") from err
     if table.schema.remove_metadata() != SCHEMA.remove_metadata():

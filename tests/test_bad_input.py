@@ -68,7 +68,7 @@ def test_symlinks_are_refused_not_followed(repo: Path, tmp_path: Path) -> None:
 
 
 def test_verbose_shows_the_traceback(repo: Path) -> None:
-    assert "Traceback" in cas(repo, "--verbose", "add", "nope", code=1).stderr
+    assert "Traceback" in cas(repo, "--verbose", "add", "nope", code=2).stderr
 
 
 def test_file_that_changes_while_hashed(tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ def fsck(json_out: bool = JSON) -> None:
             say(f"corrupt: {problem}")
         say(
             f"checked {result.packs} packs ({result.chunks} chunks, "
-            f"{human(result.bytes_checked)}) and {result.manifests} manifests: "
+            f"{human(result.bytes_checked)}), {result.manifests} manifests, "
+            f"{result.versions} versions and {result.segments} segments: "
             + ("ok" if result.ok else f"{len(result.corrupt)} problems")
             + (
                 f"; {result.missing_chunks} referenced chunks not local ('cas pull' fetches them)"

@@ -115,25 +115,27 @@ def push(
     jobs: int = JOBS,
     json_out: bool = JSON,
 ) -> None:
-    """Send what the pointers need and the remote lacks (packs, then manifests)."""
+    """Send what the pointers need and the remote lacks (packs, then manifests and versions)."""
     result = transfer.push(
         Repo.discover(), targets or [], rev or [], all_commits, remote, jobs, RichProgress()
     )
     if json_out:
         emit_json(asdict(result))
         return
-    if not result.manifests:
+    if not (result.manifests or result.versions or result.segments):
         say(f"everything is on remote '{result.remote}' already")
         return
     say(
-        f"pushed to '{result.remote}': {result.manifests} manifests, {result.packs} packs "
+        f"pushed to '{result.remote}': {result.manifests} manifests, {result.versions} versions, "
+        f"{result.segments} segments, {result.packs} packs "
         f"({human(result.bytes)}, {result.requests} requests)"
     )
 
 
 def _fetched(result: transfer.FetchResult) -> str:
     return (
-        f"fetched from '{result.remote}': {result.manifests} manifests, {result.chunks} chunks "
+        f"fetched from '{result.remote}': {result.manifests} manifests, {result.versions} "
+        f"versions, {result.segments} segments, {result.chunks} chunks "
         f"({result.packs} packs, {result.ranges} ranges; {human(result.bytes)}, "
         f"{result.requests} requests)"
     )
@@ -200,7 +202,8 @@ def verify(
         for p in result.problems:
             say(f"{p.problem}: {p.object} (needed by {', '.join(p.needed_by)})")
         say(
-            f"remote '{result.remote}': {result.manifests} manifests, {result.chunks} chunks"
+            f"remote '{result.remote}': {result.manifests} manifests, {result.versions} versions, "
+            f"{result.segments} segments, {result.chunks} chunks"
             + (f", {result.packs_checked} packs re-hashed" if deep else "")
             + (": ok" if result.ok else f": {len(result.problems)} problems")
         )

@@ -2,8 +2,10 @@
 
 Every pack is read whole and checked three ways (its id is the hash of its bytes, its trailer
 parses, each chunk hashes to its id) and every manifest is decoded, which re-derives its canonical
-id. Chunks that manifests name but the store lacks are reported separately: after a partial pull
-that is normal, so it is not corruption.
+id. Every version object and segment is checked by the functions of :mod:`cas.versions` that
+check them on every read (id, format, schema), so fsck and readers cannot disagree. Chunks that
+manifests name but the store lacks are reported separately: after a partial pull that is normal,
+so it is not corruption.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class FsckResult:
     packs: int = 0
     chunks: int = 0
     manifests: int = 0
+    versions: int = 0
+    segments: int = 0
     bytes_checked: int = 0
     corrupt: list[str] = field(default_factory=list)
     missing_chunks: int = 0
@@ -63,5 +67,29 @@ def fsck(repo: Repo) -> FsckResult:
             continue
         for row in manifest.to_rows(table):
             result.missing_chunks += sum(1 for cid, _ in row.chunks if cid not in known)
+    _check_versions(repo, result)
     local.clean_tmp()
     return result
+
+
+def _check_versions(repo: Repo, result: FsckResult) -> None:
+    """Version objects and segments. A segment is checked against the kind it declares: the
+    versions listing it may be gone or damaged, and each reader checks the kind again anyway."""
+    from cas import versions  # lazily: imports pyarrow
+
+    local = repo.local
+    for key in local.list("versions/"):
+        version_id = key.rsplit("/", 1)[1]
+        result.versions += 1
+        try:
+            versions.decode_version(local.get(key), version_id)
+        except CasError as err:
+            result.corrupt.append(str(err))
+    for key in local.list("segments/"):
+        segment_id = key.rsplit("/", 1)[1]
+        result.segments += 1
+        result.bytes_checked += local.size(key)
+        try:
+            versions.verify_segment_file(local.path(key), segment_id)
+        except CasError as err:
+            result.corrupt.append(str(err))

@@ -31,7 +31,7 @@ import mmap
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 from cas import hashing
 from cas import remote as remote_config
-from cas.errors import CasError, CorruptObjectError, ObjectMissingError, StorageError, UsageError
+from cas.errors import (
+    CasError,
+    CorruptObjectError,
+    ManifestError,
+    ObjectMissingError,
+    StorageError,
+    UsageError,
+)
 from cas.objects import (
     _TAIL,
     INDEX_MAGIC,
@@ -68,6 +75,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _OBJECT_NAME = re.compile("[0-9a-f]{64}")  # anything else under a prefix is not ours
+_PREFIXES = ("manifests", "versions", "segments")  # of metadata objects, in result order
 LAYOUT_KEY = "cas-remote"
 LAYOUT = b"cas-remote 1\n"
 DEFAULT_JOBS = 8
@@ -193,15 +201,21 @@ class _Object:
         return f"{self.prefix[:-1]} {self.id}"
 
 
+def _counts(objects: Sequence[_Object]) -> tuple[int, int, int]:
+    """How many manifests, versions and segments: the figures results report."""
+    manifests, versions, segments = (sum(o.prefix == p for o in objects) for p in _PREFIXES)
+    return manifests, versions, segments
+
+
 def _root(need: _Need) -> _Object:
     return _Object("versions" if need.kind in VERSIONED else "manifests", need.manifest)
 
 
 def _prefixes(needs: Sequence[_Need]) -> tuple[str, ...]:
     """The listings that tell which of these pointers' metadata objects the remote holds."""
-    kinds = {n.kind in VERSIONED for n in needs}
-    return (*(("manifests",) if False in kinds else ()),
-            *(("versions", "segments") if True in kinds else ()))  # fmt: skip
+    versioned = [n.kind in VERSIONED for n in needs]
+    manifests = () if all(versioned) else ("manifests",)
+    return manifests + (("versions", "segments") if any(versioned) else ())
 
 
 def _objects(repo: Repo, need: _Need, ensure: Callable[[list[_Object]], None]) -> list[_Object]:
@@ -405,8 +419,7 @@ def _map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> list[R]:
 # -- which pointers ------------------------------------------------------------------------------
 def _revisions(repo: Repo, revs: Sequence[str | None], all_commits: bool) -> list[str | None]:
     if all_commits:
-        out = repo.git.repo.git.rev_list("--all")
-        return list(dict.fromkeys(out.split())) or [None]
+        return list(dict.fromkeys(repo.git.all_commits())) or [None]
     return list(dict.fromkeys(revs)) or [None]
 
 
@@ -446,26 +459,34 @@ def push(
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
 ) -> PushResult:
-    """Send what the pointers need and the remote lacks: packs + index files, then manifests."""
+    """Send what the pointers need and the remote lacks: packs + index files, then manifests
+    and segments, then versions (parents first)."""
     progress = progress or Silent()
     spec = remote_config.resolve(repo, remote)
     store = spec.open()
     traffic = Traffic()
     result = PushResult(spec.name, spec.url)
     needs = _needs(repo, targets, revs, all_commits)
-    view = RemoteView(repo, store, traffic, ("manifests",))
-    to_send = list(dict.fromkeys(n.manifest for n in needs if n.manifest not in view.manifests))
-    if to_send:  # an up-to-date remote costs two requests: the layout marker and one listing
+    view = RemoteView(repo, store, traffic, _prefixes(needs))
+    where: dict[_Object, str] = {}  # object the remote lacks -> first pointer needing it
+    walked: set[_Object] = set()  # --all-commits: most commits repeat the same pointers
+    for need in needs:
+        if _root(need) in walked:
+            continue
+        walked.add(_root(need))
+        for obj in _objects(repo, need, _require_local(repo, need.where)):
+            if not view.has(obj):
+                where.setdefault(obj, need.where)
+    to_send = list(where)  # push order: what an object names comes before it
+    if to_send:  # an up-to-date remote costs the layout marker and one listing per prefix
         view.list(("packs", "index"))
-        where = {n.manifest: n.where for n in needs}
         local_index = repo.objects.index
         uncovered: dict[bytes, str] = {}  # chunk -> pointer needing it, not yet on the remote
-        for manifest_id in to_send:
-            for row in _rows(repo, manifest_id):
-                for cid, _ in row.chunks:
-                    loc = local_index.get(cid)
-                    if loc is None or loc.pack not in view.packs or loc.pack not in view.indexes:
-                        uncovered.setdefault(cid, where[manifest_id])
+        for obj in to_send:
+            for cid in _chunks(repo, [obj]):
+                loc = local_index.get(cid)
+                if loc is None or loc.pack not in view.packs or loc.pack not in view.indexes:
+                    uncovered.setdefault(cid, where[obj])
         if uncovered and (view.packs - set(repo.objects.pack_ids())):
             # After a partial pull, a chunk may be on the remote in a pack this clone lacks.
             remote_chunks = view.chunks(jobs)
@@ -509,13 +530,19 @@ def push(
         _map(send_pack, packs, jobs)
         progress.finish()
 
-        def send_manifest(manifest_id: str) -> None:
-            data = repo.objects.get_manifest_bytes(manifest_id)
-            store.put_bytes(manifest_key(manifest_id), data)
-            traffic.count(len(data))
+        def send(obj: _Object) -> None:
+            path = repo.local.path(obj.key)
+            size = path.stat().st_size
+            store.put_file(obj.key, path)
+            traffic.count(size)
 
-        _map(send_manifest, to_send, jobs)  # last: every chunk they name is on the remote now
-        result.manifests = len(to_send)
+        # Every chunk they name is on the remote now; versions go last, one at a time in push
+        # order, since a version names its segments and its parent.
+        _map(send, [o for o in to_send if o.prefix != "versions"], jobs)
+        for obj in to_send:
+            if obj.prefix == "versions":
+                send(obj)
+        result.manifests, result.versions, result.segments = _counts(to_send)
     result.requests, result.bytes = traffic.requests, traffic.bytes
     return result
 
@@ -530,41 +557,39 @@ def fetch(
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
 ) -> FetchResult:
-    """Bring the manifests of the pointers and the chunks they need (only those under
-    ``subpath`` of each target when given) into the local store."""
+    """Bring the metadata objects of the pointers (manifests; versions with their chains and
+    segments) and the chunks they need (only those under ``subpath`` of each target when given)
+    into the local store."""
     spec = remote_config.resolve(repo, remote)
     store = spec.open()
     traffic = Traffic()
     result = FetchResult(spec.name, spec.url)
     needs = _needs(repo, targets, revs)
-    missing_manifests = list(
-        dict.fromkeys(n.manifest for n in needs if not repo.objects.has_manifest(n.manifest))
-    )
-    where = {n.manifest: n.where for n in needs}
+    fetched: list[_Object] = []
 
-    def get_manifest(manifest_id: str) -> None:
-        from cas import manifest
+    def bring(objects: Sequence[tuple[_Object, str]]) -> None:
+        """Download (verified) the objects the local store lacks, each with its pointer."""
+        missing = {o: w for o, w in objects if not repo.local.exists(o.key)}
 
-        try:
-            data = store.get(manifest_key(manifest_id))
-        except KeyError:
-            raise ObjectMissingError(
-                f"manifest {manifest_id} that {where[manifest_id]} needs is not on remote "
-                f"'{spec.name}'; push it from the clone that added it"
-            ) from None
-        traffic.count(len(data))
-        manifest.decode(data, manifest_id)  # re-derives the id: wrong bytes raise here
-        repo.objects.put_manifest(manifest_id, data)
+        def get(obj: _Object) -> None:
+            try:
+                _download(repo, store, obj, traffic, keep=True)
+            except ObjectMissingError:
+                raise ObjectMissingError(
+                    f"{obj} that {missing[obj]} needs is not on remote '{spec.name}'; "
+                    "push it from the clone that added it"
+                ) from None
 
-    _map(get_manifest, missing_manifests, jobs)
-    result.manifests = len(missing_manifests)
+        _map(get, missing, jobs)
+        fetched.extend(missing)
+
+    bring([(_root(n), n.where) for n in needs])  # every pointer's root at once, in parallel
     needed: dict[bytes, str] = {}
     for need in needs:
-        rows = _rows(repo, need.manifest)
-        for row in rows:
-            if _under(row.path, subpath):
-                for cid, _ in row.chunks:
-                    needed.setdefault(cid, need.where)
+        objects = _objects(repo, need, lambda objs, w=need.where: bring([(o, w) for o in objs]))
+        for cid in _chunks(repo, objects, subpath):
+            needed.setdefault(cid, need.where)
+    result.manifests, result.versions, result.segments = _counts(fetched)
     missing = repo.objects.missing_chunks(needed)
     if missing:
         _fetch_chunks(repo, spec, store, missing, jobs, progress or Silent(), traffic, result,
@@ -764,14 +789,16 @@ def verify(
     deep: bool = False,
     jobs: int = DEFAULT_JOBS,
 ) -> VerifyResult:
-    """Whether every object the pointers reach is on the remote: manifests and packs listed,
-    every chunk in some remote index whose pack is there. ``deep`` downloads and re-hashes."""
+    """Whether every object the pointers reach is on the remote: metadata objects and packs
+    listed, every chunk in some remote index whose pack is there. A metadata object that must be
+    read (a manifest, a version, an ``append`` segment) and is not local is downloaded, checked
+    and kept, as fetch would. ``deep`` downloads and re-hashes everything the pointers use."""
     spec = remote_config.resolve(repo, remote)
     store = spec.open()
     traffic = Traffic()
     result = VerifyResult(spec.name, spec.url)
     needs = _needs(repo, targets, revs)
-    view = RemoteView(repo, store, traffic, ("manifests", "packs", "index"))
+    view = RemoteView(repo, store, traffic, ("packs", "index", *_prefixes(needs)))
     problems: dict[str, Problem] = {}
 
     def report(obj: str, problem: str, where: str) -> None:
@@ -779,48 +806,63 @@ def verify(
         if where not in entry.needed_by:
             entry.needed_by.append(where)
 
+    def check(objects: list[_Object], where: str) -> None:
+        """Report what the remote lacks or serves corrupt; bring in what must be read."""
+
+        def problem(obj: _Object) -> str | None:
+            if not view.has(obj):
+                return "missing"
+            local = repo.local.exists(obj.key)
+            read = obj.prefix != "segments" or obj.kind == "append"  # rows name chunks
+            if deep or (read and not local):
+                try:
+                    _download(repo, store, obj, traffic, keep=not local)
+                except CasError as err:
+                    return f"corrupt: {err}"
+            return None
+
+        for obj, found in zip(objects, _map(problem, objects, jobs)):
+            if found:
+                report(obj.key, found, where)
+
     remote_chunks = view.chunks(jobs)
     local_index = repo.objects.index
     used_packs: set[str] = set()
+    reached: dict[str, list[_Object]] = {}  # pointer -> the objects its walk could read
     for need in needs:
-        on_remote = need.manifest in view.manifests
-        if not on_remote:
-            report(manifest_key(need.manifest), "missing", need.where)
         try:
-            rows = _remote_rows(repo, store, need.manifest, on_remote and deep, traffic)
+            objects = _objects(repo, need, lambda objs, w=need.where: check(objs, w))
+            chunks = list(_chunks(repo, objects))
         except ObjectMissingError:
-            continue  # missing on both sides: the manifest itself is reported
-        except CasError as err:
-            report(manifest_key(need.manifest), f"corrupt: {err}", need.where)
+            continue  # missing on both sides: the object itself is reported
+        except CasError as err:  # corrupt in the local store, and the remote copy not needed
+            report(_root(need).key, f"unreadable: {err}", need.where)
             continue
-        result.manifests += 1
-        for row in rows:
-            for cid, _ in row.chunks:
-                result.chunks += 1
-                loc = remote_chunks.get(cid)
-                if loc is not None and loc.pack in view.packs:
-                    used_packs.add(loc.pack)
-                    continue
-                local = local_index.get(cid)
-                if loc is not None:
-                    report(pack_key(loc.pack), "missing (its index file is there)", need.where)
-                elif local is not None:
-                    report(pack_key(local.pack), "missing", need.where)
-                else:
-                    report(f"chunk {cid.hex()}", "in no remote index", need.where)
+        reached[need.where] = objects
+        counts = _counts(objects)
+        result.manifests += counts[0]
+        result.versions += counts[1]
+        result.segments += counts[2]
+        for cid in chunks:
+            result.chunks += 1
+            loc = remote_chunks.get(cid)
+            if loc is not None and loc.pack in view.packs:
+                used_packs.add(loc.pack)
+                continue
+            local = local_index.get(cid)
+            if loc is not None:
+                report(pack_key(loc.pack), "missing (its index file is there)", need.where)
+            elif local is not None:
+                report(pack_key(local.pack), "missing", need.where)
+            else:
+                report(f"chunk {cid.hex()}", "in no remote index", need.where)
     if deep:
         users: dict[str, list[str]] = defaultdict(list)
-        for need in needs:
-            if need.manifest in view.manifests or repo.objects.has_manifest(need.manifest):
-                for row in _rows(repo, need.manifest):
-                    for cid, _ in row.chunks:
-                        loc = remote_chunks.get(cid)
-                        if (
-                            loc is not None
-                            and loc.pack in used_packs
-                            and need.where not in users[loc.pack]
-                        ):
-                            users[loc.pack].append(need.where)
+        for where, objects in reached.items():
+            for cid in _chunks(repo, objects):
+                loc = remote_chunks.get(cid)
+                if loc is not None and loc.pack in used_packs and where not in users[loc.pack]:
+                    users[loc.pack].append(where)
 
         def check_pack(pack_id: str) -> str | None:
             tmp = repo.local.temp_path()
@@ -843,37 +885,23 @@ def verify(
     return result
 
 
-def _remote_rows(
-    repo: Repo, store: FsspecStore, manifest_id: str, download: bool, traffic: Traffic
-) -> list[Row]:
-    """A manifest's rows: from the local store, else (or with ``download``) from the remote,
-    verified against its id either way. The local copy is not replaced."""
-    from cas import manifest
-
-    if not download and repo.objects.has_manifest(manifest_id):
-        return _rows(repo, manifest_id)
-    try:
-        data = store.get(manifest_key(manifest_id))
-    except KeyError:
-        raise ObjectMissingError(f"manifest {manifest_id} is on no store") from None
-    traffic.count(len(data))
-    return manifest.to_rows(manifest.decode(data, manifest_id))
-
-
 def remote_status(
     repo: Repo, targets: Sequence[str | Path] = (), remote: str | None = None
 ) -> list[RemoteStatus]:
-    """Per worktree pointer: is its manifest on the remote (pushed), and how many chunks it
-    needs are not in the local store (to fetch). One listing; no object is downloaded."""
+    """Per worktree pointer: are its metadata objects on the remote (pushed), and how many
+    chunks it needs are not in the local store (to fetch). One listing per prefix; no object is
+    downloaded."""
     spec = remote_config.resolve(repo, remote)
-    view = RemoteView(repo, spec.open(), Traffic(), ("manifests",))
+    needs = _needs(repo, targets, [None])
+    view = RemoteView(repo, spec.open(), Traffic(), _prefixes(needs))
     out = []
-    for need in _needs(repo, targets, [None]):
-        local = repo.objects.has_manifest(need.manifest)
-        missing = 0
-        if local:
-            chunks = {cid for row in _rows(repo, need.manifest) for cid, _ in row.chunks}
-            missing = len(repo.objects.missing_chunks(chunks))
-        out.append(RemoteStatus(need.target.pointer, need.manifest,
-                                need.manifest in view.manifests, missing, local))  # fmt: skip
+    for need in needs:
+        try:
+            objects = _objects(repo, need, _require_local(repo, need.where))
+        except ObjectMissingError:  # not fetched: the walk stops at the first absent object
+            local, pushed, missing = False, view.has(_root(need)), 0
+        else:
+            local, pushed = True, all(view.has(o) for o in objects)
+            missing = len(repo.objects.missing_chunks(set(_chunks(repo, objects))))
+        out.append(RemoteStatus(need.target.pointer, need.manifest, pushed, missing, local))
     return out
