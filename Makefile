@@ -22,8 +22,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# DVC is installed by bench/run.py into bench/.venv-dvc; pandas/SQLAlchemy/psycopg are the
+# snapshot bench's reference path only.
 bench: setup
+	$(BIN)/pip install -q pandas sqlalchemy 'psycopg[binary]'
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
+	{ printf '\n## snapshot-query (`bench/bench_snapshot.py`, PostgreSQL 15 on loopback)\n\n```\n'; \
+	  $(BIN)/python bench/bench_snapshot.py; printf '```\n'; } | tee -a docs/benchmarks.md
 
 bench-small: setup
 	$(BIN)/python bench/run.py --size small

@@ -17,7 +17,7 @@ and, for 10M rows, ``snapshot_10M_peak_rss_mib``: the max RSS of a child process
 ``write_snapshot`` (from ``wait4``), next to the same for ADBC ``fetch_arrow_table``.
 
 Goals: snapshot <= 1.3 x (ADBC + plain write), >= 5x faster than pandas, 10M peak RSS <= 500 MiB.
-pandas, SQLAlchemy and psycopg are bench-only dependencies. Times are the best of ``--repeat``.
+pandas, SQLAlchemy and psycopg are bench-only dependencies. Times are medians of ``--repeat``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,23 +68,23 @@ def query_for(rows: int) -> str:
     return f"SELECT * FROM orders WHERE id <= {rows} ORDER BY id"
 
 
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
+def median_of(repeat: int, fn: Callable[[], object]) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return min(times)
+    return statistics.median(times)
 
 
-def best_of_pair(
+def median_of_pair(
     repeat: int, first: Callable[[], object], second: Callable[[], object]
 ) -> tuple[float, float]:
     a, b = [], []
     for _ in range(repeat):
-        a.append(best_of(1, first))
-        b.append(best_of(1, second))
-    return min(a), min(b)
+        a.append(median_of(1, first))
+        b.append(median_of(1, second))
+    return statistics.median(a), statistics.median(b)
 
 
 def run_adbc_plus_parquet(url: str, query: str, out: Path) -> None:
@@ -204,8 +205,8 @@ def main() -> None:
             run_adbc_plus_parquet(url, query, work / "warmup.parquet")
             label = label_of(args.rows)
 
-            # interleaved, best of each: a busy machine then slows both alike
-            adbc, snap = best_of_pair(
+            # interleaved, median of each: a busy machine then slows both alike
+            adbc, snap = median_of_pair(
                 args.repeat,
                 lambda: run_adbc_plus_parquet(url, query, work / "a.pq"),
                 lambda: run_snapshot(url, query, work / "snap"),
@@ -213,9 +214,9 @@ def main() -> None:
             print(f"adbc_plus_parquet_{label}_s {adbc:.3f}", flush=True)
             print(f"snapshot_{label}_s {snap:.3f}", flush=True)
             project = make_project(work / "project")
-            with_add = best_of(args.repeat, lambda: run_snapshot_with_add(url, query, project))
+            with_add = median_of(args.repeat, lambda: run_snapshot_with_add(url, query, project))
             print(f"snapshot_query_with_add_{label}_s {with_add:.3f} (information: + cas add)")
-            pandas_s = best_of(args.pandas_repeat, lambda: run_pandas(url, query, work / "p.pq"))
+            pandas_s = median_of(args.pandas_repeat, lambda: run_pandas(url, query, work / "p.pq"))
             print(f"pandas_{label}_s {pandas_s:.3f}", flush=True)
 
             ratio = snap / adbc
