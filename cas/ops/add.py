@@ -72,12 +72,17 @@ def file_path(repo: Repo, target: Target, kind: str, rel: str) -> str:
     return target.path if kind == "file" else f"{target.path}/{rel}"
 
 
-def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResult:
-    progress = progress or Silent()
+def refuse_git_tracked(repo: Repo, target: Target) -> None:
+    """Data Git already tracks would be versioned twice (and its ignore rule would not apply)."""
     if repo.git.is_tracked(target.path):
         raise PathError(
             f"{target.path} is tracked by Git; run 'git rm -r --cached {target.path}' first"
         )
+
+
+def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResult:
+    progress = progress or Silent()
+    refuse_git_tracked(repo, target)
     kind, entries = working_entries(repo, target)
     snapshot = repo.stat_cache.load(target.path)
     if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cas import manifest, versions
-from cas.errors import ConflictError, PathError, UsageError
+from cas.errors import ConflictError, UsageError
 from cas.objects import PackWriter
-from cas.ops.add import PARALLEL_MIN_SIZE, working_entries
+from cas.ops.add import PARALLEL_MIN_SIZE, refuse_git_tracked, working_entries
 from cas.ops.hashfile import hash_file
 from cas.ops.worktree import TRUSTED
 from cas.parallel import bounded_map
@@ -50,10 +50,7 @@ class AppendResult:
 def add_append_only(repo: Repo, target: Target, progress: Progress | None = None) -> AppendResult:
     """Append the folder's new files to its version (or start one); refuse changes/deletions."""
     progress = progress or Silent()
-    if repo.git.is_tracked(target.path):
-        raise PathError(
-            f"{target.path} is tracked by Git; run 'git rm -r --cached {target.path}' first"
-        )
+    refuse_git_tracked(repo, target)
     kind, entries = working_entries(repo, target)
     if kind != "dir":
         raise UsageError(f"--append-only tracks a folder; {target.path} is a file")
