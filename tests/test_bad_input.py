@@ -179,3 +179,12 @@ def test_symlinked_target_or_parent_is_refused(repo: Path, tmp_path: Path) -> No
         line = one_line(cas(repo, "checkout", *args, code=2).stderr)
         assert "outside the repository" in line
     assert sorted(p.name for p in outside.iterdir()) == ["x"]  # nothing written there
+
+
+def test_data_git_already_tracks_is_refused(repo: Path) -> None:
+    write(repo / "data/a", "a")
+    git(repo, "add", "data")
+    line = one_line(cas(repo, "add", "data", code=2).stderr)
+    assert "tracked by Git" in line and "git rm -r --cached data" in line
+    line = one_line(cas(repo, "add", "--append-only", "data", code=2).stderr)
+    assert "tracked by Git" in line
