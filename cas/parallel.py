@@ -7,6 +7,7 @@ input order, so callers stay deterministic.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,3 +37,43 @@ def bounded_map(
         finally:
             for fut in pending:
                 fut.cancel()
+
+
+class _Stopped(Exception):
+    """Raised in the heavy thread once the light side has failed: no point finishing."""
+
+
+def overlapped_map(
+    fn: Callable[[T], R], heavy: Iterable[T], light: Iterable[T], workers: int = WORKERS
+) -> Iterator[R]:
+    """``fn`` over ``heavy`` items on a pool (work that releases the GIL: chunking and hashing
+    large files) while this thread maps ``fn`` over ``light`` items (many small files, where
+    extra threads only fight over the GIL). Light results come first, as they are made; heavy
+    ones once both sides are done. An error on either side is raised here."""
+    results: list[R] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def guarded(item: T) -> R:
+        if stop.is_set():
+            raise _Stopped
+        return fn(item)
+
+    def drain() -> None:
+        try:
+            results.extend(bounded_map(guarded, heavy, workers))
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=drain, name="cas-heavy")
+    thread.start()
+    try:
+        yield from map(fn, light)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    yield from results

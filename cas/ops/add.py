@@ -7,7 +7,6 @@ point leaves at most unreferenced objects or temp files, and rerunning completes
 
 from __future__ import annotations
 
-import itertools
 import os
 import stat
 import sys
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from cas.errors import PathError
 from cas.ops.hashfile import hash_file
-from cas.parallel import bounded_map
+from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
@@ -125,11 +124,11 @@ def _store(
             shown = file_path(repo, target, kind, entry.path)
             return hash_file(f"{root}/{shown}", entry, shown, writer)
 
-        # Large files on both cores (chunking and hashing release the GIL); small ones on this
-        # thread alone, where two threads would only fight over the GIL (measured: 2x slower).
+        # Large files on a pool (chunking and hashing release the GIL) while this thread does
+        # the small ones, where more threads would only fight over the GIL (measured: 2x slower).
         large = [e for e in todo if e.size >= PARALLEL_MIN_SIZE]
         small = [e for e in todo if e.size < PARALLEL_MIN_SIZE]
-        for row, after, checked in itertools.chain(bounded_map(one, large), map(one, small)):
+        for row, after, checked in overlapped_map(one, large, small):
             new_rows.append(row)
             cache_entries.append((after, checked))
             progress.advance(row.size)

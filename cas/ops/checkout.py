@@ -9,7 +9,6 @@ recoverable from the store, or the checkout stops and lists it (``--force`` over
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from cas.errors import ConflictError, CorruptObjectError, PathError
 from cas.ops.add import PARALLEL_MIN_SIZE
 from cas.ops.compare import expected_rows
 from cas.ops.worktree import read_worktree
-from cas.parallel import bounded_map
+from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
@@ -132,12 +131,12 @@ def checkout(
     def write(row: Row) -> Entry:
         return _write_file(repo, row, dests[row.path], _shown(target, ptr.kind, row.path))
 
-    # Large files on both cores; small ones on this thread: two threads creating files in one
-    # folder contend in the kernel and for the GIL (measured: slower than one).
+    # Large files on a pool while this thread writes the small ones: two threads creating small
+    # files contend in the kernel and for the GIL (measured: slower than one).
     large = [r for r in writes if r.size >= PARALLEL_MIN_SIZE]
     small = [r for r in writes if r.size < PARALLEL_MIN_SIZE]
     written = []
-    for entry in itertools.chain(bounded_map(write, large), map(write, small)):
+    for entry in overlapped_map(write, large, small):
         written.append(entry)
         result.written += 1
         result.bytes_written += entry.size
