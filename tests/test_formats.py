@@ -4,6 +4,7 @@ pointer. A failure here means stored data would silently change meaning: bump a 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import blake3
 import pyarrow as pa
@@ -160,3 +161,15 @@ def test_versioned_pointer_is_three_lines_and_one_changes() -> None:
     assert len(changed) == 1
     with pytest.raises(PointerError, match="expected 3 lines"):
         pointer.parse(a.encode() + b"size 1\n", "c.cas")
+
+
+def test_scan_orders_paths_as_utf8_bytes_even_around_folder_names(tmp_path: Path) -> None:
+    from cas.workspace import scan
+
+    for name in ("a/x", "a.txt", "a-b", "b", "a/b/c", "é", "Z"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    listing = scan(tmp_path, "t")
+    assert listing.paths == sorted(listing.paths, key=lambda p: p.encode())
+    assert [e.path for e in listing] == listing.paths
+    assert [e.size for e in listing] == [len(p.encode()) for p in listing.paths]
