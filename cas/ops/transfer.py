@@ -104,31 +104,29 @@ class Traffic:
 
 
 @dataclass
-class PushResult:
+class TransferResult:
+    """What moved in either direction, and what it cost in requests and bytes."""
+
     remote: str
     url: str
     manifests: int = 0
     versions: int = 0
     segments: int = 0
     packs: int = 0
-    indexes: int = 0
-    packs_present: int = 0
     requests: int = 0
     bytes: int = 0
 
 
 @dataclass
-class FetchResult:
-    remote: str
-    url: str
-    manifests: int = 0
-    versions: int = 0
-    segments: int = 0
-    packs: int = 0
+class PushResult(TransferResult):
+    indexes: int = 0
+    packs_present: int = 0
+
+
+@dataclass
+class FetchResult(TransferResult):
     ranges: int = 0
     chunks: int = 0
-    requests: int = 0
-    bytes: int = 0
 
 
 @dataclass
