@@ -103,6 +103,3 @@ class GitRepo:
 
     def all_commits(self) -> list[str]:
         return self.run("rev-list", "--all").split()
-
-    def is_ignored(self, relpath: str) -> bool:
-        return bool(self.repo.ignored(relpath))

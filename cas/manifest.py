@@ -18,7 +18,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cas import hashing
@@ -210,7 +209,3 @@ def validate(table: pa.Table, manifest_id: str) -> None:
             raise ManifestError(
                 f"manifest {manifest_id} has chunk sizes that do not add up to file sizes"
             )
-
-
-def total_size(table: pa.Table) -> int:
-    return int(pc.sum(table.column("size")).as_py() or 0)

@@ -148,6 +148,3 @@ class StatCache:
             tmp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)  # a stale cache must not survive a failed update
             raise storage_error(err, f"cannot write the stat cache in {self.folder}") from err
-
-    def drop(self, target: str) -> None:
-        self._file(target).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cas.cli.output import RichProgress, emit_json, human, say
+from cas.cli.output import RichProgress, emit_json, human, report, say
 from cas.repo import Repo
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
@@ -43,15 +43,14 @@ def add(
         add_append_only_cli(targets, json_out)
         return
     repo = Repo.discover()
-    results = repo.add(targets, progress=RichProgress())
-    if json_out:
-        emit_json([asdict(r) for r in results])
-        return
-    for r in results:
-        say(
+    report(
+        repo.add(targets, progress=RichProgress()),
+        json_out,
+        lambda r: (
             f"{r.pointer}: {r.files} files, {human(r.size)}, "
             f"{r.hashed_files} hashed, {human(r.new_bytes)} new in the store"
-        )
+        ),
+    )
 
 
 def status(
@@ -97,15 +96,14 @@ def checkout(
     json_out: bool = JSON,
 ) -> None:
     """Make the data equal to its pointers (of the worktree, or of --rev)."""
-    results = Repo.discover().checkout(targets or [], rev=rev, force=force, progress=RichProgress())
-    if json_out:
-        emit_json([asdict(r) for r in results])
-        return
-    for r in results:
-        say(
+    report(
+        Repo.discover().checkout(targets or [], rev=rev, force=force, progress=RichProgress()),
+        json_out,
+        lambda r: (
             f"{r.pointer}: {r.written} written ({human(r.bytes_written)}), "
             f"{r.deleted} deleted, {r.unchanged} unchanged"
-        )
+        ),
+    )
 
 
 def diff(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cas.cli.output import RichProgress, emit_json, human, say
+from cas.cli.output import RichProgress, emit_json, human, report, say
 from cas.repo import Repo
 
 if TYPE_CHECKING:
@@ -132,12 +132,11 @@ def add_append_only_cli(targets: list[Path], json_out: bool) -> None:
     from cas.ops.append import add_append_only
 
     repo = Repo.discover()
-    results = [add_append_only(repo, repo.target(t), RichProgress()) for t in targets]
-    if json_out:
-        emit_json([asdict(r) for r in results])
-        return
-    for r in results:
-        say(
+    report(
+        [add_append_only(repo, repo.target(t), RichProgress()) for t in targets],
+        json_out,
+        lambda r: (
             f"{r.pointer}: {r.files} files, {human(r.size)}, +{r.added_files} appended "
             f"({human(r.added_bytes)}), {human(r.new_bytes)} new in the store"
-        )
+        ),
+    )

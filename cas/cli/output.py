@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from rich.console import Console
@@ -38,6 +39,16 @@ def emit_json(data: Any) -> None:
 def say(message: str) -> None:
     if not state.quiet:
         out.print(message)
+
+
+def report(results: Sequence[Any], json_out: bool, line: Callable[[Any], str]) -> None:
+    """What every per-target command prints: all results as one JSON document, or one
+    summary line each."""
+    if json_out:
+        emit_json([asdict(r) for r in results])
+        return
+    for r in results:
+        say(line(r))
 
 
 class RichProgress:

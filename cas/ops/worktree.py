@@ -32,7 +32,6 @@ class Worktree:
     entries: list[Entry]
     rows: dict[str, Row] = field(default_factory=dict)
     cache_entries: dict[str, tuple[Entry, int]] = field(default_factory=dict)
-    cached_manifest: str | None = None
     all_cached: bool = False
 
 
@@ -71,12 +70,10 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
         snapshot = None  # the cached manifest is gone (gc): trust nothing
     if snapshot and snapshot.unchanged(entries, expected):
         tree.all_cached = True
-        tree.cached_manifest = expected
         return tree
     hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
     cached: dict[str, Row] = {}
     if snapshot and any(hits):
-        tree.cached_manifest = snapshot.manifest_id
         cached = rows_by_path(_tree(repo, snapshot.manifest_id))
     for entry, hit in zip(entries, hits):
         if hit and entry.path in cached:
