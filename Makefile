@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench bench-small lint clean
+.PHONY: setup demo test reliability bench bench-small lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# kill -9 trials, fault and hostile-input tests, the load test -> docs/reliability.md.
+# CI runs it smaller: make reliability RELIABILITY_ARGS="..." (see .ci/run).
+reliability: setup
+	$(BIN)/python reliability/report.py --out docs/reliability.md $(RELIABILITY_ARGS)
+
 # DVC is installed by bench/run.py into bench/.venv-dvc; pandas/SQLAlchemy/psycopg are the
 # snapshot bench's reference path only.
 bench: setup
@@ -34,8 +39,8 @@ bench-small: setup
 	$(BIN)/python bench/run.py --size small
 
 lint: setup
-	$(BIN)/ruff check cas tests bench
-	$(BIN)/ruff format --check cas tests bench
+	$(BIN)/ruff check cas tests bench reliability
+	$(BIN)/ruff format --check cas tests bench reliability
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

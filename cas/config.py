@@ -26,8 +26,21 @@ class Config:
             try:
                 self.parser.read(path, encoding="utf-8")
             except configparser.Error as err:
+                # Only the first line, and no chained exception (shown by --verbose): the
+                # others quote the offending line, which may hold a secret.
                 first = str(err).splitlines()[0]
-                raise UsageError(f"{path} is not valid config: {first}; fix or remove it") from err
+                raise UsageError(f"{path} is not valid config: {first}; fix or remove it") from None
+            except UnicodeDecodeError as err:  # the committed file may come from anyone
+                raise UsageError(
+                    f"{path} is not UTF-8 text (byte {err.start}); fix or remove it"
+                ) from None
+        for sect in self.parser.sections():
+            for key, value in self.parser.items(sect):
+                if "\x00" in f"{sect}{key}{value}":  # would crash every path operation
+                    raise UsageError(
+                        f"section {sect!r} of .cas/config or .cas/config.local holds a NUL "
+                        "character; fix or remove it"
+                    )
 
     def get(self, section: str, key: str, default: str | None = None) -> str | None:
         return self.parser.get(section, key, fallback=default)

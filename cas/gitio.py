@@ -80,6 +80,18 @@ class GitRepo:
             raise UsageError(f"git {args[0]} failed: {first}")
         return proc.stdout
 
+    def probe(self, *args: str) -> str | None:
+        """Plain ``git`` whose failure is an answer (no such ref), not an error."""
+        proc = subprocess.run(
+            ["git", "-C", str(self.root), *args], capture_output=True, text=True, check=False
+        )
+        return proc.stdout if proc.returncode == 0 else None
+
+    def head(self) -> str | None:
+        """HEAD's commit; None before the first commit."""
+        out = self.probe("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        return out.strip() if out else None
+
     def worktree_files(self, suffix: str) -> list[str]:
         """Tracked and untracked-but-not-ignored files ending in ``suffix``."""
         out = self.run(
@@ -103,3 +115,84 @@ class GitRepo:
 
     def all_commits(self) -> list[str]:
         return self.run("rev-list", "--all").split()
+
+    def blobs(self, revs: list[str], suffix: str, walk: bool = True) -> dict[str, str]:
+        """``{blob id: path}`` of every blob whose path ends in ``suffix`` in the trees of
+        ``revs`` (rev-list syntax: ``^x`` and ``--not`` exclude what ``x`` reaches), with their
+        history when ``walk``. One ``git rev-list --objects`` instead of a tree read per
+        commit, and Git itself skips what excluded commits already hold."""
+        if not revs:
+            return {}
+        out = self.run("rev-list", "--objects", *([] if walk else ["--no-walk"]), *revs, "--")
+        blobs = {}
+        for line in out.splitlines():
+            sha, _, path = line.partition(" ")
+            if path.endswith(suffix):
+                blobs.setdefault(sha, path)
+        return blobs
+
+    def index_blobs(self, suffix: str) -> dict[str, str]:
+        """``{blob id: path}`` of the staged files ending in ``suffix``, every merge stage
+        included (a conflicted file's both sides count)."""
+        out = self.run("ls-files", "--stage", "-z", "--", f"*{suffix}")
+        blobs = {}
+        for record in out.split("\0"):
+            if record:
+                info, _, path = record.partition("\t")
+                blobs.setdefault(info.split()[1], path)
+        return blobs
+
+    def cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
+        """The bytes of the blobs among ``shas`` (other objects are left out), from one
+        ``git cat-file --batch``."""
+        if not shas:
+            return {}
+        proc = subprocess.run(
+            ["git", "-C", str(self.root), "cat-file", "--batch"],
+            input="".join(f"{s}\n" for s in shas).encode(),
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise UsageError(f"git cat-file failed: {proc.stderr.decode(errors='replace')[:200]}")
+        out, pos, blobs = proc.stdout, 0, {}
+        for sha in shas:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split()
+            if len(header) != 3:  # "<sha> missing": a blob another clone has not sent yet
+                pos = end + 1
+                continue
+            size = int(header[2])
+            if header[1] == b"blob":  # rev-list also names a folder called "x.cas": a tree
+                blobs[sha] = out[end + 1 : end + 1 + size]
+            pos = end + 1 + size + 1
+        return blobs
+
+    def refs(self, *prefixes: str) -> list[str]:
+        """Full names of the refs under ``prefixes`` (``refs/heads``, ``refs/tags``...)."""
+        return self.run("for-each-ref", "--format=%(refname)", *prefixes).split()
+
+    def stash_commits(self) -> list[str]:
+        """Every stash entry's commits: the saved worktree, its index and untracked parents
+        (the first parent is the commit it was made on, an ordinary root)."""
+        if self.probe("rev-parse", "--verify", "--quiet", "refs/stash") is None:
+            return []
+        out = self.run("log", "-g", "--format=%H %P", "refs/stash", "--")
+        commits = []
+        for line in out.splitlines():
+            stash, *parents = line.split()
+            commits += [stash, *parents[1:]]
+        return commits
+
+    def worktrees(self) -> list[tuple[Path, str | None]]:
+        """Every linked worktree but this one: its folder and HEAD commit (None when it has
+        no commit yet)."""
+        out = self.run("worktree", "list", "--porcelain")
+        found: list[tuple[Path, str | None]] = []
+        for block in out.strip().split("\n\n"):
+            fields = dict(line.partition(" ")[::2] for line in block.splitlines())
+            path = Path(fields.get("worktree", ""))
+            if "worktree" in fields and path.resolve() != self.root.resolve():
+                head = fields.get("HEAD")
+                found.append((path, None if not head or set(head) == {"0"} else head))
+        return found

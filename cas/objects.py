@@ -15,6 +15,7 @@ and its pack; they are never returned.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -54,6 +55,14 @@ def index_key(pack_id: str) -> str:
 
 def manifest_key(manifest_id: str) -> str:
     return f"manifests/{manifest_id[:2]}/{manifest_id}"
+
+
+def version_key(version_id: str) -> str:
+    return f"versions/{version_id[:2]}/{version_id}"
+
+
+def segment_key(segment_id: str) -> str:
+    return f"segments/{segment_id[:2]}/{segment_id}"
 
 
 def encode_entries(entries: Iterable[tuple[bytes, int, int]]) -> bytes:
@@ -98,6 +107,15 @@ class _OpenPack:
         self.offset = 0
 
 
+def _discard(pack: _OpenPack) -> None:
+    """Close and delete a temp pack after a failure. Closing flushes the buffer, which fails
+    again on a full disk: that error is the one already being raised, so it is not raised twice
+    (and must not stop the temp file's removal)."""
+    with contextlib.suppress(OSError):
+        pack.file.close()
+    pack.path.unlink(missing_ok=True)
+
+
 class PackWriter:
     """Appends chunks to temp packs and seals each at PACK_TARGET_SIZE. Each thread fills its
     own pack, so two hashing threads never wait for each other's writes. Sealing (fsync when
@@ -107,10 +125,15 @@ class PackWriter:
     so once it returns every chunk written is durable and findable. A pack's id is BLAKE3 of its
     trailer, which lists each chunk's id, offset and length: the chunk ids already commit to the
     content, so the data is not hashed a second time.
+
+    ``repack`` (gc) copies chunks the store already holds, so it skips the "already stored" check,
+    and fsyncs even when ``core.fsync`` is off: the old pack is deleted once the new one is sealed,
+    and a power cut must not take both. ``sealed`` lists the packs written.
     """
 
-    def __init__(self, objects: ObjectStore) -> None:
+    def __init__(self, objects: ObjectStore, repack: bool = False) -> None:
         self.objects = objects
+        self.repack = repack
         self._local = threading.local()
         self._open: list[_OpenPack] = []
         self._pending: set[bytes] = set()
@@ -118,6 +141,8 @@ class PackWriter:
         self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-seal")
         self._sealing: list[Future[None]] = []
         self.new_bytes = 0
+        self._cannot_write = f"cannot write a pack to the store {objects.local.root}"
+        self.sealed: list[str] = []
 
     def __enter__(self) -> PackWriter:
         return self
@@ -129,17 +154,16 @@ class PackWriter:
                     self._seal(pack)
                 for fut in self._sealing:
                     fut.result()
-            else:
-                for pack in self._open:
-                    pack.file.close()
-                    pack.path.unlink(missing_ok=True)
         finally:
+            for pack in list(self._open):  # after any error: packs that will never be sealed
+                self._open.remove(pack)
+                _discard(pack)
             self._sealer.shutdown(wait=True)
 
     def add(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
         """Store a chunk unless the store already has it; True if it was new."""
         with self._lock:
-            if chunk_id in self._pending or self.objects.has_chunk(chunk_id):
+            if chunk_id in self._pending or (not self.repack and self.objects.has_chunk(chunk_id)):
                 return False
             self._pending.add(chunk_id)
             self.new_bytes += len(data)
@@ -152,7 +176,7 @@ class PackWriter:
                     self._open.append(pack)
             pack.file.write(data)
         except OSError as err:
-            raise storage_error(err, "cannot write a pack to the store") from err
+            raise storage_error(err, self._cannot_write) from err
         pack.entries.append((chunk_id, pack.offset, len(data)))
         pack.offset += len(data)
         if pack.offset >= PACK_TARGET_SIZE:
@@ -168,23 +192,23 @@ class PackWriter:
             pack.file.write(trailer)
             pack.file.flush()
         except OSError as err:
-            pack.file.close()
-            pack.path.unlink(missing_ok=True)
-            raise storage_error(err, "cannot write a pack to the store") from err
+            _discard(pack)
+            raise storage_error(err, self._cannot_write) from err
         pack_id = hashing.digest(trailer).hex()
         self._sealing.append(self._sealer.submit(self._commit, pack, pack_id))
 
     def _commit(self, pack: _OpenPack, pack_id: str) -> None:
         try:
-            if self.objects.local.fsync:
+            if self.objects.local.fsync or self.repack:
                 os.fsync(pack.file.fileno())
             pack.file.close()
             self.objects.local.put_file(pack_key(pack_id), pack.path)
         except OSError as err:
             pack.path.unlink(missing_ok=True)
-            raise storage_error(err, "cannot write a pack to the store") from err
+            raise storage_error(err, self._cannot_write) from err
         self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(pack.entries))
         self.objects.register(pack_id, pack.entries)
+        self.sealed.append(pack_id)
 
 
 class ObjectStore:
@@ -241,8 +265,8 @@ class ObjectStore:
         index = self.index
         return {cid for cid in chunk_ids if cid not in index}
 
-    def writer(self) -> PackWriter:
-        return PackWriter(self)
+    def writer(self, repack: bool = False) -> PackWriter:
+        return PackWriter(self, repack)
 
     # -- chunk reads -------------------------------------------------------------------------
     def _fd(self, pack_id: str) -> int:

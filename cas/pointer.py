@@ -34,6 +34,7 @@ KEYS = {
 KINDS = tuple(KEYS)
 VERSIONED = ("corpus", "append")
 MAX_SIZE = 1024
+MAX_COUNT = 2**64 - 1  # size and files are u64, like the manifest's size column
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ def parse(data: bytes, where: str) -> Pointer:
             not value.isdigit() or (len(value) > 1 and value[0] == "0")
         ):
             raise PointerError(f"{where}:{lineno}: {key} is not a non-negative integer")
+        if key in ("size", "files") and (len(value) > 20 or int(value) > MAX_COUNT):
+            raise PointerError(f"{where}:{lineno}: {key} is larger than 2^64-1; it may be hostile")
         values[key] = value
     pointer = Pointer(
         kind,

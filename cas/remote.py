@@ -23,6 +23,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,8 +133,43 @@ def _parser(repo: Repo) -> configparser.ConfigParser:
     return Config(repo.cas_dir).parser
 
 
+def _refuse_committed_secrets(repo: Repo) -> None:
+    """A secret in the committed file reaches everyone who can read the repository (and one an
+    attacker committed would send the victim's requests to the attacker's account)."""
+    committed = configparser.ConfigParser(interpolation=None)
+    try:
+        committed.read(repo.cas_dir / CONFIG, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return  # Config() has reported it already
+    for sect in committed.sections():
+        for key in SECRETS:
+            if committed.has_option(sect, key):
+                raise UsageError(
+                    f"{key} of [{sect}] is in the committed .cas/config: delete it there (rotate "
+                    "it if it was pushed) and keep it in the git-ignored .cas/config.local "
+                    f"(`cas remote modify NAME --local {key} ...`)"
+                )
+
+
+def check_endpoint(value: str) -> None:
+    """An endpoint must be an http(s) URL with a host: botocore raises a bare ValueError on
+    anything else, and the committed file may hold anything."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(
+            f"endpoint_url {value[:80]!r} is not an http(s) URL; fix it with "
+            "`cas remote modify NAME endpoint_url https://host:port`"
+        )
+
+
 def remotes(repo: Repo) -> dict[str, Remote]:
     parser = _parser(repo)
+    _refuse_committed_secrets(repo)
     found = {}
     for sect in parser.sections():
         match = re.fullmatch(r'remote "(.+)"', sect)
@@ -148,6 +184,8 @@ def remotes(repo: Repo) -> dict[str, Remote]:
                 f"run `cas remote modify {name} url s3://bucket/prefix`"
             )
         secrets = {k: values.pop(k) for k in list(values) if k in SECRETS}
+        if "endpoint_url" in values:
+            check_endpoint(values["endpoint_url"])
         found[name] = Remote(name, url, values, secrets)
     return found
 
@@ -197,8 +235,11 @@ def _edit(repo: Repo, local: bool, change: Any) -> None:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
-    except configparser.Error as err:
-        raise UsageError(f"{path} is not valid config: {str(err).splitlines()[0]}") from err
+    except configparser.Error as err:  # first line only, not chained: the rest quotes the line,
+        first = str(err).splitlines()[0]  # which may hold a secret (--verbose prints the chain)
+        raise UsageError(f"{path} is not valid config: {first}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path} is not UTF-8 text (byte {err.start}); fix or remove it") from None
     with repo.lock():
         change(parser)
         tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
@@ -249,6 +290,8 @@ def modify(repo: Repo, name: str, key: str, value: str | None, local: bool = Fal
         )
     if key == "url" and value is not None:
         check_url(value)
+    if key == "endpoint_url" and value is not None:
+        check_endpoint(value)
     if key == "url" and value is None:
         raise UsageError("a remote needs a url; use `cas remote remove` to drop the remote")
 

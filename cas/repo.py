@@ -14,18 +14,15 @@ store together, and knows how to name things: a *target* is tracked data (``data
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cas import pointer
+from cas import flock, pointer
 from cas.config import Config, write_default
-from cas.errors import LockedError, NotARepoError, PathError, UsageError
+from cas.errors import NotARepoError, PathError, UsageError
 from cas.gitio import GitRepo
 from cas.objects import ObjectStore
 from cas.ops import add as add_op
@@ -47,7 +44,6 @@ if TYPE_CHECKING:
 
 CAS_DIR = ".cas"
 _CAS_GITIGNORE = "/store/\n/state/\n/tmp/\n/config.local\n/lock\n"
-LOCK_WAIT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -90,6 +86,19 @@ class Repo:
         (cas_dir / ".gitignore").write_text(_CAS_GITIGNORE, encoding="utf-8")
         git_repo.stage([f"{CAS_DIR}/config", f"{CAS_DIR}/.gitignore"])
         return cls(git_repo)
+
+    def close(self) -> None:
+        """Release open packs and the store's shared lock, so ``cas gc`` need not wait for a
+        long-lived process (a notebook) that is done with the store. ``with Repo.discover()
+        as repo:`` calls it; the next use takes the lock again."""
+        self.objects.close()
+        self.local.close()
+
+    def __enter__(self) -> Repo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- naming ------------------------------------------------------------------------------
     def relpath(self, arg: str | Path, cwd: Path | None = None) -> str:
@@ -185,7 +194,14 @@ class Repo:
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
         if line not in existing.splitlines():
             sep = "" if not existing or existing.endswith("\n") else "\n"
-            path.write_text(f"{existing}{sep}{line}\n", encoding="utf-8")
+            # temp + rename, as for pointers: a full disk must not leave a truncated .gitignore
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(f"{existing}{sep}{line}\n", encoding="utf-8")
+                os.replace(tmp, path)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise storage_error(err, f"cannot write {gitignore}") from err
         return gitignore
 
     @contextlib.contextmanager
@@ -193,28 +209,12 @@ class Repo:
         """The repository lock, held while pointers, .gitignore and the Git index change.
         Content-addressed writes need none; this only orders the few shared files."""
         self.cas_dir.mkdir(exist_ok=True)
-        fd = os.open(self.cas_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = flock.acquire(self.cas_dir / "lock", True, "another cas process", quiet)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not quiet:
-                    print("cas: waiting for another cas process (.cas/lock)", file=sys.stderr)
-                deadline = time.monotonic() + LOCK_WAIT_SECONDS
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise LockedError(
-                                "another cas process has held .cas/lock for 10 minutes; "
-                                "stop it or wait"
-                            ) from None
-                        time.sleep(0.05)
             yield
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
     def pointer_exists(self, target: Target, rev: str | None = None) -> bool:
         if rev is None:

@@ -6,9 +6,17 @@ import pyarrow, whose import alone costs about a third of the 0.5 s budget.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from cas.errors import ManifestError
+
+# C0 and C1 control characters and DEL: a name holding one can rewrite the terminal that prints
+# it (``cas ls``, ``cas diff``, error messages) and breaks every line-oriented listing.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# The code points HFS+ ignores in names (Git's ``is_hfs_dotgit`` list): ``.g\u200cit`` is ``.git``
+# there.
+_IGNORABLE = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
 
 
 class Row(NamedTuple):
@@ -22,16 +30,35 @@ class Row(NamedTuple):
     chunks: tuple[tuple[bytes, int], ...]
 
 
+def is_dotgit(name: str) -> bool:
+    """Whether a path component names a Git folder on some filesystem (``.git``, ``.GIT``,
+    ``.g\u200cit`` on HFS+). Writing one would plant a repository whose config runs commands
+    (``core.fsmonitor``) as soon as anyone runs Git, or a Git-aware prompt, inside it; Git
+    refuses such paths for the same reason."""
+    if name.isascii():
+        return len(name) == 4 and name.lower() == ".git"
+    return _IGNORABLE.sub("", name).casefold() == ".git"
+
+
 def check_path(path: str) -> None:
-    """Refuse any path that could escape or alias inside a checkout."""
+    """Refuse any path that could escape or alias inside a checkout (docs/format.md,
+    "Manifest"): empty, absolute, drive letter, backslash, control character, an empty, ``.``,
+    ``..`` or ``.git`` component. Written for speed (C-level string tests first): ``cas add``
+    of 200,000 files calls it 200,000 times."""
     if (
         not path
-        or "\x00" in path
         or "\\" in path
-        or path.startswith("/")
-        or (len(path) > 1 and path[1] == ":")
+        or path[0] == "/"
+        or path[1:2] == ":"
+        or (not path.isprintable() and CONTROL.search(path))
     ):
-        raise ManifestError(f"unsafe path in manifest: {path!r}; the manifest may be hostile")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise ManifestError(f"unsafe path in manifest: {path!r}; the manifest may be hostile")
+        raise _unsafe(path)
+    parts = path.split("/")
+    if "" in parts or "." in parts or ".." in parts:
+        raise _unsafe(path)
+    if (not path.isascii() or ".git" in path.lower()) and any(map(is_dotgit, parts)):
+        raise _unsafe(path)
+
+
+def _unsafe(path: str) -> ManifestError:
+    return ManifestError(f"unsafe path in manifest: {path!r}; the manifest may be hostile")

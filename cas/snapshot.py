@@ -49,6 +49,7 @@ from cas.sources import (
     one_line,
     parse_source,
 )
+from cas.store.local import storage_error
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -311,6 +312,9 @@ def write_snapshot(
             "cast the offending column in the query"
         ) from None
     except OSError as err:
+        if err.errno is not None:  # disk full, permission denied...: the problem and the fix
+            message = str(storage_error(err, f"cannot write the snapshot {SNAPSHOTS_DIR}/{name}"))
+            raise StorageError(src.scrub(message)) from None
         raise StorageError(f"writing the snapshot failed: {src.scrub(str(err))}") from None
     finally:
         tmp_parquet.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
@@ -43,7 +44,9 @@ from cas.errors import (
     ObjectMissingError,
     UsageError,
 )
+from cas.objects import segment_key, version_key
 from cas.pointer import VERSIONED, Pointer
+from cas.rows import check_path
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -65,8 +68,7 @@ CORPUS_SCHEMA = pa.schema(
 SCHEMAS = {"corpus": CORPUS_SCHEMA, "append": manifest.SCHEMA.remove_metadata()}
 _FIELDS = ("format", "version", "kind", "base", "glob", "parent", "segments", "created")
 _COUNTS = ("files", "bytes")
-# Path rules of docs/format.md ("Manifest"), as one RE2 expression so 10^7 paths are checked in C.
-_UNSAFE_PATH = r"(?s)(^$|^/|^.:|\\|\x00|(^|/)\.{1,2}(/|$)|//|/$)"
+_CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
 _verified: set[tuple[str, str]] = set()  # (store root, segment id) already hashed by this process
 _verified_lock = threading.Lock()
@@ -103,23 +105,11 @@ class Version:
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def version_key(version_id: str) -> str:
-    return f"versions/{version_id[:2]}/{version_id}"
-
-
-def segment_key(segment_id: str) -> str:
-    return f"segments/{segment_id[:2]}/{segment_id}"
-
-
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- version objects -------------------------------------------------------------------------
-def exists(repo: Repo, version_id: str) -> bool:
-    return repo.local.exists(version_key(version_id))
-
-
 def store_version(repo: Repo, version: Version) -> str:
     data = version.encode()
     version_id = hashing.digest(data).hex()
@@ -142,32 +132,44 @@ def load_version(repo: Repo, version_id: str) -> Version:
 
 def decode_version(data: bytes, version_id: str) -> Version:
     """Verify version bytes against their id and parse them: public so that bytes from a
-    remote or from ``cas fsck`` pass the same checks as a local read before anyone trusts them."""
+    remote or from ``cas fsck`` pass the same checks as a local read before anyone trusts them.
+    Every field's type is checked and the bytes must be the canonical encoding, so whatever is
+    accepted re-encodes to exactly these bytes."""
     if hashing.digest(data).hex() != version_id:
         raise CorruptObjectError(f"version {version_id} is corrupt (its bytes hash differently)")
     try:
         doc = json.loads(data)
-    except ValueError as err:
-        raise ManifestError(f"version {version_id} is not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: "[[[[..." 10^5 deep
+        raise ManifestError(f"version {version_id} is not JSON: {str(err)[:100]}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ManifestError(f"version {version_id} is not a cas version object")
-    if doc.get("version") != VERSION:
+    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
         raise ManifestError(
-            f"version {version_id} has format version {doc.get('version')!r}; upgrade cas"
+            f"version {version_id} has format version {doc.get('version')!r:.40}; upgrade cas"
         )
-    if set(doc) != {*_FIELDS, *_COUNTS} or doc["kind"] not in VERSIONED:
+    kind = doc.get("kind")
+    if set(doc) != {*_FIELDS, *_COUNTS} or not isinstance(kind, str) or kind not in VERSIONED:
         raise ManifestError(f"version {version_id} has unknown fields or kind; upgrade cas")
-    segments, parent = doc["segments"], doc["parent"]
+    segments, parent, base, glob = doc["segments"], doc["parent"], doc["base"], doc["glob"]
     ids_ok = isinstance(segments, list) and all(
         isinstance(s, str) and hashing.is_hex_id(s) for s in segments
     )
-    counts_ok = all(isinstance(doc[k], int) and doc[k] >= 0 for k in _COUNTS)
-    if not ids_ok or not counts_ok or not (parent is None or hashing.is_hex_id(str(parent))):
+    counts_ok = all(type(doc[k]) is int and doc[k] >= 0 for k in _COUNTS)
+    parent_ok = parent is None or (isinstance(parent, str) and hashing.is_hex_id(parent))
+    where_ok = (
+        isinstance(base, str) and (glob is None or isinstance(glob, str))
+        if kind == "corpus"
+        else base is None and glob is None
+    )
+    created_ok = isinstance(doc["created"], str) and _CREATED.fullmatch(doc["created"])
+    if not (ids_ok and counts_ok and parent_ok and where_ok and created_ok):
         raise ManifestError(f"version {version_id} is malformed; the store may be damaged")
-    return Version(
-        doc["kind"], doc["base"], doc["glob"], parent, tuple(segments), doc["created"],
-        doc["files"], doc["bytes"],
-    )  # fmt: skip
+    version = Version(
+        kind, base, glob, parent, tuple(segments), doc["created"], doc["files"], doc["bytes"]
+    )
+    if version.encode() != data:
+        raise ManifestError(f"version {version_id} is not in canonical form; it may be hostile")
+    return version
 
 
 def history(repo: Repo, version_id: str) -> Iterator[tuple[str, Version]]:
@@ -181,11 +183,16 @@ def history(repo: Repo, version_id: str) -> Iterator[tuple[str, Version]]:
 
 # -- segments --------------------------------------------------------------------------------
 def check_paths(paths: pa.Array | pa.ChunkedArray, where: str) -> None:
-    """Refuse unsafe paths (``..``, absolute, NUL, backslash...), vectorised."""
-    bad = pc.match_substring_regex(paths, _UNSAFE_PATH)
-    if pc.any(bad).as_py():
-        first = paths.filter(bad)[0].as_py()
-        raise ManifestError(f"unsafe path in {where}: {first!r}; the manifest may be hostile")
+    """Refuse unsafe paths: the manifest rules of :func:`cas.rows.check_path`, with one C-level
+    regex pass picking the few paths that need the exact check (``manifest.SUSPECT_PATH``)."""
+    flagged = paths.filter(pc.match_substring_regex(paths, manifest.SUSPECT_PATH))
+    for path in flagged.to_pylist():
+        try:
+            check_path(path)
+        except ManifestError:
+            raise ManifestError(
+                f"unsafe path in {where}: {path!r}; the manifest may be hostile"
+            ) from None
 
 
 def _check_sorted_unique(paths: pa.Array | pa.ChunkedArray, where: str) -> None:
@@ -271,6 +278,7 @@ def _checked_parquet(path: str | Path, segment_id: str, kind: str | None) -> pq.
         raise ManifestError(f"segment {segment_id} has an unknown format version; upgrade cas")
     if pf.schema_arrow.remove_metadata() != SCHEMAS[kind]:
         raise ManifestError(f"segment {segment_id} has an unknown schema; upgrade cas")
+    manifest.check_footer(pf.metadata, f"segment {segment_id}", chunks=kind == "append")
     return pf
 
 
@@ -462,11 +470,6 @@ def read_table(repo: Repo, pointer_path: str, rev: str | None = None) -> pa.Tabl
     return open_dataset(repo, pointer_path, rev).to_table().sort_by("path")
 
 
-def tree_exists(repo: Repo, tree_id: str) -> bool:
-    """Whether ``tree_id`` names a manifest or a version (the stat cache records either)."""
-    return repo.objects.has_manifest(tree_id) or exists(repo, tree_id)
-
-
 def tree_table(repo: Repo, tree_id: str) -> pa.Table:
     """A manifest-shaped table (docs/format.md columns) for a manifest id or a version id:
     for a version, the union of its segments, validated like any manifest from outside; corpus
@@ -474,7 +477,27 @@ def tree_table(repo: Repo, tree_id: str) -> pa.Table:
     if repo.objects.has_manifest(tree_id):
         return repo.load_manifest(tree_id)
     version = load_version(repo, tree_id)
-    table = dataset_of(repo, version).to_table().sort_by("path")
+    rows = sum(_open_segment(repo, s, version.kind).metadata.num_rows for s in version.segments)
+    if rows != version.files or rows > manifest.MAX_ROWS:
+        raise ManifestError(
+            f"version {tree_id} records {version.files} files but its segments hold {rows} rows "
+            f"(at most {manifest.MAX_ROWS}); it may be hostile"
+        )
+    try:
+        table = dataset_of(repo, version).to_table()
+        table.validate(full=True)  # offsets and UTF-8, as for a manifest
+    except pa.ArrowMemoryError:
+        raise
+    except (pa.ArrowException, OSError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ManifestError(f"version {tree_id} has an unreadable segment: {first}") from err
+    manifest.check_nulls(table, f"version {tree_id}")
+    if int(pc.sum(table.column("size")).as_py() or 0) != version.bytes:
+        raise ManifestError(
+            f"version {tree_id} records {version.bytes} bytes but its rows add up to another "
+            "total; it may be hostile"
+        )
+    table = table.sort_by("path")
     if version.kind == "corpus":
         n = table.num_rows
         table = pa.table(

@@ -18,6 +18,7 @@ from stat import S_ISREG, S_IXUSR
 from typing import overload
 
 from cas.errors import PathError
+from cas.rows import CONTROL, is_dotgit
 
 TEMP_MARK = ".cas-tmp-"
 _NAME = attrgetter("name")
@@ -130,6 +131,10 @@ def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
                 raise PathError(
                     f"{shown}/{prefix}{de.name!r} has a name that is not UTF-8; rename it"
                 ) from None
+            if CONTROL.search(key) or is_dotgit(key):
+                raise _unfit(shown, prefix, key)
+        elif not key.isprintable() or (key[0] == "." and is_dotgit(key)):
+            raise _unfit(shown, prefix, key)
         if de.is_dir(follow_symlinks=False):
             _walk(de.path, f"{prefix}{key}/", shown, out)
             continue
@@ -142,6 +147,18 @@ def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
         paths_append(prefix + key)
         stats_extend((st.st_size, st.st_mtime_ns, st.st_ino))
         execs_append(1 if mode & S_IXUSR else 0)
+
+
+def _unfit(shown: str, prefix: str, name: str) -> PathError:
+    """A name no manifest may hold (docs/format.md, "Manifest"): a control character would
+    rewrite the terminal of whoever lists it, and a ``.git`` folder written by a checkout would
+    be a repository whose config runs commands."""
+    if is_dotgit(name):
+        return PathError(
+            f"{shown}/{prefix}{name} is a Git folder, which cas does not track; "
+            f"move it out of {shown}"
+        )
+    return PathError(f"{shown}/{prefix}{name!r} has a control character in its name; rename it")
 
 
 def temp_name(path: Path) -> Path:

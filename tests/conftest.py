@@ -6,8 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.s3_server import S3Server
 
 pytest_plugins = ["tests.pg_server", "tests.s3_server"]
 
@@ -74,3 +78,17 @@ def tree(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(params=["file", "s3"])
+def remote_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, str]]:
+    """A remote URL and the environment a client needs for it (credentials for S3)."""
+    if request.param == "file":
+        return (tmp_path / "remote").as_uri(), {}
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)  # for the in-process API calls
+    return f"s3://{bucket}/cas", server.env

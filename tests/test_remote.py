@@ -34,20 +34,6 @@ def make_data(root: Path, seed: int = 7) -> None:
     os.chmod(root / "data" / "run.sh", 0o755)
 
 
-@pytest.fixture(params=["file", "s3"])
-def remote_url(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, dict[str, str]]:
-    """A remote URL and the environment a client needs for it (credentials for S3)."""
-    if request.param == "file":
-        return (tmp_path / "remote").as_uri(), {}
-    server: S3Server = request.getfixturevalue("s3_server")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)  # for the in-process API calls
-    return f"s3://{bucket}/cas", server.env
-
-
 def setup_repo(root: Path, url: str, env: dict[str, str], in_process: bool = False) -> None:
     """``in_process`` adds through the Python API, so a monkeypatched pack size applies."""
     cas(root, "init")

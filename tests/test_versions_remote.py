@@ -10,7 +10,7 @@ from pathlib import Path
 from cas import remote, versions
 from cas.repo import Repo
 from tests.conftest import cas, git, tree, write
-from tests.test_remote import clone, remote_url  # noqa: F401  (remote_url is a fixture)
+from tests.test_remote import clone
 
 
 def append_only_repo(root: Path, url: str, env: dict[str, str]) -> dict[str, bytes]:
@@ -39,7 +39,7 @@ def version_of(root: Path, pointer: str) -> versions.Version:
 def test_append_only_push_clone_pull(
     git_repo: Path,
     tmp_path: Path,
-    remote_url: tuple[str, dict[str, str]],  # noqa: F811
+    remote_url: tuple[str, dict[str, str]],
 ) -> None:
     url, env = remote_url
     files = append_only_repo(git_repo, url, env)

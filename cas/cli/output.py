@@ -27,8 +27,10 @@ class State:
 
 
 state = State()
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# markup=False: what cas prints holds file names, and "[/b]" or "[red]" is a legal one (rich would
+# raise MarkupError on the first and swallow the second).
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
 
 
 def emit_json(data: Any) -> None:
@@ -63,7 +65,7 @@ class RichProgress:
         if not self.enabled or total == 0:
             return
         self._bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),

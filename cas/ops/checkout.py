@@ -11,18 +11,20 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cas import hashing
-from cas.errors import ConflictError, CorruptObjectError, PathError
+from cas.errors import ConflictError, CorruptObjectError, ManifestError, PathError
 from cas.ops.add import PARALLEL_MIN_SIZE
 from cas.ops.compare import expected_rows
-from cas.ops.worktree import read_worktree
+from cas.ops.worktree import Worktree, read_worktree
 from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
-from cas.rows import Row
+from cas.rows import Row, is_dotgit
 from cas.state import settled
 from cas.store.local import storage_error
 from cas.workspace import TEMP_MARK, Entry, entry_of
@@ -61,18 +63,24 @@ def checkout(
 ) -> CheckoutResult:
     """``subpath`` (relative to the target) limits the checkout to one subtree."""
     progress = progress or Silent()
+    if any(is_dotgit(part) for part in target.path.split("/")):
+        raise PathError(
+            f"{target.pointer} would write {target.path}, a Git folder: data there would be a "
+            "repository whose config runs commands; refusing (the pointer may be hostile)"
+        )
     ptr = repo.read_pointer(target, rev)
     result = CheckoutResult(target.path, target.pointer, ptr.manifest)
     if ptr.kind == "corpus":  # pinned in place at its URL: nothing to write locally
         _write_pointer_if_rev(repo, target, ptr, rev)
         return result
-    expected = expected_rows(repo, target, ptr)
-    base = repo.abspath(target.path)
     tree = read_worktree(repo, target, expected=ptr.manifest)
-    if tree.all_cached:
+    if tree.all_cached and _totals_match(ptr, tree):  # unchanged: no manifest read at all
         result.unchanged = len(tree.entries)
         _write_pointer_if_rev(repo, target, ptr, rev)
         return result
+    expected = expected_rows(repo, target, ptr)
+    _check_totals(ptr, expected, f"{rev}:{target.pointer}" if rev else target.pointer)
+    base = repo.abspath(target.path)
 
     kind_clash = tree.kind is not None and tree.kind != ptr.kind
     writes: list[Row] = []
@@ -103,12 +111,15 @@ def checkout(
             "or --force to discard it",
             shown,
         )
+    if writes and len(expected) > 1:
+        _refuse_collisions(base, expected)
     needed = {cid for r in writes for cid, _ in r.chunks}
     missing = repo.objects.missing_chunks(needed)
     if missing:
         from cas.ops.transfer import fetch_chunks  # lazily: fsspec is not needed otherwise
 
         fetch_chunks(repo, missing, progress=progress, needed_by=target.pointer)
+    _check_chunk_sizes(repo, writes, lambda r: _shown(target, ptr.kind, r.path))
 
     if kind_clash:
         _remove(base)
@@ -151,6 +162,96 @@ def checkout(
     repo.stat_cache.save(target.path, ptr.manifest, cache.values(), len(expected))
     _write_pointer_if_rev(repo, target, ptr, rev)
     return result
+
+
+def _totals_match(ptr: Pointer, tree: Worktree) -> bool:
+    """What :func:`_check_totals` checks, from the files the stat cache vouches for."""
+    if ptr.kind not in ("dir", "file"):
+        return True
+    return (len(tree.entries), sum(e.size for e in tree.entries)) == (ptr.files, ptr.size)
+
+
+def _check_totals(ptr: Pointer, expected: dict[str, Row], where: str) -> None:
+    """The pointer is what a reviewer sees in a Git diff: its ``size`` and ``files`` must be
+    what the checkout writes, or a pointer saying 1 KB could fill the disk with 1 TB."""
+    if ptr.kind not in ("dir", "file"):
+        return  # versioned kinds: the version's totals are checked against its segments
+    files, size = len(expected), sum(r.size for r in expected.values())
+    if (files, size) != (ptr.files, ptr.size):
+        raise ManifestError(
+            f"{where} says {ptr.files} files, {ptr.size} bytes, but its manifest {ptr.manifest} "
+            f"holds {files} files, {size} bytes; the pointer or the manifest is damaged or "
+            "hostile: restore the pointer from Git"
+        )
+
+
+def _check_chunk_sizes(repo: Repo, writes: list[Row], shown: Callable[[Row], str]) -> None:
+    """Before anything is deleted or written: every chunk the store holds must have the length
+    the manifest gives it (the store's index knows each length), so a manifest whose sizes lie
+    is refused with the working tree untouched."""
+    index = repo.objects.index
+    for row in writes:
+        for cid, size in row.chunks:
+            loc = index.get(cid)
+            if loc is not None and loc.length != size:
+                raise CorruptObjectError(
+                    f"the manifest gives chunk {cid.hex()} of {shown(row)} {size} bytes, the "
+                    f"store holds {loc.length}; the manifest is corrupt or hostile: nothing "
+                    "was written"
+                )
+
+
+def _folding(folder: Path) -> tuple[bool, bool]:
+    """Whether the filesystem holding ``folder`` treats names differing only in case, or only
+    in Unicode normalisation (NFC/NFD), as one name (macOS, Windows, casefold ext4): a probe
+    file is created, and looked up under its other spellings."""
+    while not folder.is_dir():
+        folder = folder.parent
+    name = f".Case-\u00e9{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"  # é in NFC
+    probe = folder / name
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as err:
+        raise storage_error(err, f"cannot create a file in {folder}") from err
+    try:
+        case = os.path.lexists(folder / name.swapcase())
+        norm = os.path.lexists(folder / unicodedata.normalize("NFD", name))
+    finally:
+        _unlink(str(probe))
+    return case, norm
+
+
+def _fold(path: str, case: bool, norm: bool) -> str:
+    if norm and not path.isascii():
+        path = unicodedata.normalize("NFC", path)
+    return unicodedata.normalize("NFC", path.casefold()) if case else path
+
+
+def _refuse_collisions(base: Path, expected: dict[str, Row]) -> None:
+    """Refuse a manifest two of whose paths (or folders) are one name on this filesystem:
+    ``A`` and ``a`` on a case-insensitive one, ``é`` in NFC and NFD on a normalising one. There,
+    writing the second would overwrite the first. Where both can coexist (Linux), both are
+    written: the manifest is valid, only this filesystem cannot hold it."""
+    case, norm = _folding(base)
+    if not (case or norm):
+        return
+    seen: dict[str, str] = {}
+    for path in expected:
+        parts = path.split("/")
+        for depth in range(len(parts), 0, -1):
+            name = "/".join(parts[:depth])
+            key = _fold(name, case, norm)
+            other = seen.get(key)
+            if other is None:
+                seen[key] = name
+                continue
+            if other == name:
+                break  # a folder seen already, and so were its parents
+            raise PathError(
+                f"{other!r} and {name!r} are one name on the filesystem of {base}, which "
+                f"ignores {'case' if case else 'Unicode normalisation'}; check out on a "
+                "filesystem that tells them apart, or rename one in the source"
+            )
 
 
 def _write_pointer_if_rev(repo: Repo, target: Target, ptr: Pointer, rev: str | None) -> None:
@@ -207,10 +308,15 @@ def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> Entry:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if row.executable else 0o666)
         try:
             if len(row.chunks) == 1 and row.chunks[0][0] == row.hash:
-                _write_all(fd, repo.objects.read_chunk(row.hash))  # verified: chunk == file
+                data = repo.objects.read_chunk(row.hash)  # verified: chunk == file
+                _check_length(row.chunks[0], data, shown)
+                _write_all(fd, data)
             else:
                 h = hashing.hasher()
-                for data in repo.objects.read_chunks([cid for cid, _ in row.chunks]):
+                for chunk, data in zip(
+                    row.chunks, repo.objects.read_chunks([cid for cid, _ in row.chunks])
+                ):
+                    _check_length(chunk, data, shown)
                     h.update(data)
                     _write_all(fd, data)
                 if h.digest() != row.hash:
@@ -230,6 +336,16 @@ def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> Entry:
     return _stat_entry(dest, row.path)
 
 
+def _check_length(chunk: tuple[bytes, int], data: bytes, shown: str) -> None:
+    """The chunk read must have the length the manifest gives it (whose lengths add up to the
+    file's size), so a file is never written with a size its row does not state."""
+    if len(data) != chunk[1]:
+        raise CorruptObjectError(
+            f"chunk {chunk[0].hex()} of {shown} holds {len(data)} bytes, the manifest says "
+            f"{chunk[1]}; the manifest is corrupt or hostile: run 'cas fsck'"
+        )
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -242,11 +358,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    except OSError as err:  # a read-only folder: one line naming it, as for writes
+        raise storage_error(err, f"cannot delete {path}") from err
 
 
 def _prune_empty_dirs(base: Path, deleted: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -23,11 +24,20 @@ def hash_file(
     the time that stat was taken, which the stat cache needs to rule out racy entries.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # The scan saw a regular file; if a symlink (or a FIFO) took its place since, refuse it
+        # rather than read through it (a link could point anywhere) or block on it.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise FileChangedError(f"{shown} disappeared while cas read it; rerun") from None
     except PermissionError:
         raise PathError(f"cannot read {shown}: permission denied; fix its mode") from None
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise FileChangedError(
+            f"{shown} became a symbolic link while cas read it; cas follows no links: "
+            "replace it by a copy and rerun"
+        ) from None
     try:
         if entry.size <= SMALL:  # one read, one chunk: the common case of many small files
             data = os.read(fd, SMALL + 1)
@@ -51,6 +61,8 @@ def hash_file(
             file_hash = h.digest()
             chunks = tuple(found)
         after = os.fstat(fd)
+    except BlockingIOError:  # a FIFO took the file's place
+        raise FileChangedError(f"{shown} is no longer a regular file; rerun") from None
     finally:
         os.close(fd)
     checked = time.time_ns()

@@ -3,11 +3,8 @@
 The remote is a Store with the local store's key layout, so a pack travels as one object and
 200,000 small files cost ~30 requests, not 200,000. What makes it safe:
 
-- A pointer needs *metadata objects* and chunks (``_objects``, ``_chunks``): a ``dir``/``file``
-  pointer its manifest; a versioned pointer (``corpus``, ``append``) its version, the version's
-  whole parent chain (older commits stay resolvable) and every segment those versions list, plus,
-  for ``append``, the chunks its segments' rows name. Push, fetch, verify and status all walk this
-  one description, so the two kinds cannot drift apart.
+- What a pointer needs (metadata objects, then chunks) is walked by :mod:`cas.ops.needs`, the
+  one description push, fetch, verify, status, the hooks and gc share.
 - Only missing objects move: what the remote holds is learned from one listing per prefix
   (``packs/``, ``index/``, ``manifests/``, ``versions/``, ``segments/``), never from a request per
   object.
@@ -31,7 +28,7 @@ import mmap
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +42,6 @@ from cas.errors import (
     ManifestError,
     ObjectMissingError,
     StorageError,
-    UsageError,
 )
 from cas.objects import (
     _TAIL,
@@ -55,27 +51,33 @@ from cas.objects import (
     decode_entries,
     encode_entries,
     index_key,
-    manifest_key,
     pack_key,
     pack_trailer,
     trailer_bytes,
 )
+from cas.ops.needs import (
+    MetaObject,
+    Need,
+    chunks_of,
+    counts,
+    objects_of,
+    pointer_needs,
+    prefixes,
+    require_local,
+    root_of,
+)
 from cas.parallel import bounded_map
-from cas.pointer import VERSIONED
 from cas.progress import Progress, Silent
 
 if TYPE_CHECKING:
     from cas.ops.checkout import CheckoutResult
-    from cas.pointer import Pointer
-    from cas.repo import Repo, Target
-    from cas.rows import Row
+    from cas.repo import Repo
     from cas.store.fsspec import FsspecStore
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 _OBJECT_NAME = re.compile("[0-9a-f]{64}")  # anything else under a prefix is not ours
-_PREFIXES = ("manifests", "versions", "segments")  # of metadata objects, in result order
 LAYOUT_KEY = "cas-remote"
 LAYOUT = b"cas-remote 1\n"
 DEFAULT_JOBS = 8
@@ -166,117 +168,9 @@ class RemoteStatus:
     manifest_local: bool
 
 
-# -- what a pointer needs --------------------------------------------------------------------------
-@dataclass
-class _Need:
-    """A pointer at a revision (``where``), its kind and the manifest or version id it names."""
-
-    where: str
-    target: Target
-    kind: str
-    manifest: str
-
-
-@dataclass(frozen=True)
-class _Object:
-    """A metadata object a pointer needs. ``prefix`` is its listing prefix (``manifests``,
-    ``versions``, ``segments``); ``kind`` is, for a segment, the kind of the version listing it,
-    which the segment's schema must match."""
-
-    prefix: str
-    id: str
-    kind: str = ""
-
-    @property
-    def key(self) -> str:
-        from cas import versions  # lazily: imports pyarrow
-
-        keys = {"manifests": manifest_key, "versions": versions.version_key,
-                "segments": versions.segment_key}  # fmt: skip
-        return keys[self.prefix](self.id)
-
-    def __str__(self) -> str:
-        return f"{self.prefix[:-1]} {self.id}"
-
-
-def _counts(objects: Sequence[_Object]) -> tuple[int, int, int]:
-    """How many manifests, versions and segments: the figures results report."""
-    manifests, versions, segments = (sum(o.prefix == p for o in objects) for p in _PREFIXES)
-    return manifests, versions, segments
-
-
-def _root(need: _Need) -> _Object:
-    return _Object("versions" if need.kind in VERSIONED else "manifests", need.manifest)
-
-
-def _prefixes(needs: Sequence[_Need]) -> tuple[str, ...]:
-    """The listings that tell which of these pointers' metadata objects the remote holds."""
-    versioned = [n.kind in VERSIONED for n in needs]
-    manifests = () if all(versioned) else ("manifests",)
-    return manifests + (("versions", "segments") if any(versioned) else ())
-
-
-def _objects(repo: Repo, need: _Need, ensure: Callable[[list[_Object]], None]) -> list[_Object]:
-    """Every metadata object the pointer needs, in push order: its manifest; or every segment,
-    then the versions oldest first, so that no object reaches the remote before what it names.
-    ``ensure`` is called on objects before they are read, so a fetch can bring them in; the
-    chain is walked one version at a time because each version names its parent."""
-    root = _root(need)
-    ensure([root])
-    if root.prefix == "manifests":
-        return [root]
-    from cas import versions  # lazily: imports pyarrow
-
-    chain = [root]
-    segments: dict[str, _Object] = {}
-    while True:
-        version = versions.load_version(repo, chain[-1].id)
-        for segment_id in version.segments:
-            segments.setdefault(segment_id, _Object("segments", segment_id, version.kind))
-        if version.parent is None:
-            break
-        chain.append(_Object("versions", version.parent))
-        ensure(chain[-1:])
-    ensure(list(segments.values()))
-    return [*segments.values(), *reversed(chain)]
-
-
-def _chunks(repo: Repo, objects: Iterable[_Object], subpath: str | None = None) -> Iterator[bytes]:
-    """The chunks the data of these objects needs (only of files under ``subpath`` when given):
-    a manifest's rows and an ``append`` segment's rows name chunks; a corpus's bytes stay where
-    they are, so its segments name none. A chunk several rows share comes once per row."""
-    from cas import versions  # lazily: imports pyarrow
-
-    for obj in objects:
-        if obj.prefix == "manifests":
-            for row in _rows(repo, obj.id):
-                if _under(row.path, subpath):
-                    yield from (cid for cid, _ in row.chunks)
-        elif obj.kind == "append":
-            one = versions.Version(obj.kind, None, None, None, (obj.id,), "", 0, 0)
-            wanted = versions.prefix_range(subpath or "")
-            for group in versions.scan(repo, one, ["path", "chunks"], wanted):
-                paths, chunks = group.column("path").to_pylist(), group.column("chunks")
-                for path, row in zip(paths, chunks.to_pylist()):
-                    if _under(path, subpath):
-                        yield from (chunk["id"] for chunk in row)
-
-
-def _require_local(repo: Repo, where: str) -> Callable[[list[_Object]], None]:
-    """The ``ensure`` of push and status: what is not in the local store cannot be pushed."""
-
-    def ensure(objects: list[_Object]) -> None:
-        for obj in objects:
-            if not repo.local.exists(obj.key):
-                raise ObjectMissingError(
-                    f"{obj} that {where} needs is not in the local store; "
-                    "run 'cas pull', or push from the clone that made it"
-                )
-
-    return ensure
-
-
-def _download(repo: Repo, store: FsspecStore, obj: _Object, traffic: Traffic, keep: bool) -> None:
+def download_meta(
+    repo: Repo, store: FsspecStore, obj: MetaObject, traffic: Traffic, keep: bool
+) -> None:
     """Download a metadata object into a temp file and check it with the function that checks
     it on every local read; then rename it into the local store (``keep``) or drop it (a deep
     verify that already holds it). Wrong bytes raise naming the object and the remote."""
@@ -340,7 +234,7 @@ class RemoteView:
         return {"manifests": self.manifests, "versions": self.versions, "segments": self.segments,
                 "packs": self.packs, "index": self.indexes}[prefix]  # fmt: skip
 
-    def has(self, obj: _Object) -> bool:
+    def has(self, obj: MetaObject) -> bool:
         """Whether the listing of the object's prefix named it."""
         return obj.id in self._listing(obj.prefix)
 
@@ -367,13 +261,13 @@ class RemoteView:
         if self._chunks is None:
             complete = sorted(self.indexes)
             found: dict[bytes, Location] = {}
-            for pack_id, entries in _map(lambda p: (p, self._index(p)), complete, jobs):
+            for pack_id, entries in _map(lambda p: (p, self.index_of(p)), complete, jobs):
                 for cid, off, length in entries:
                     found[cid] = Location(pack_id, off, length)
             self._chunks = found
         return self._chunks
 
-    def _index(self, pack_id: str) -> list[tuple[bytes, int, int]]:
+    def index_of(self, pack_id: str) -> list[tuple[bytes, int, int]]:
         local = self.repo.local
         for key in (index_key(pack_id), f"{REMOTE_INDEX_CACHE}/{pack_id}"):
             try:
@@ -414,39 +308,6 @@ def _map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> list[R]:
                 f.cancel()
 
 
-# -- which pointers ------------------------------------------------------------------------------
-def _revisions(repo: Repo, revs: Sequence[str | None], all_commits: bool) -> list[str | None]:
-    if all_commits:
-        return list(dict.fromkeys(repo.git.all_commits())) or [None]
-    return list(dict.fromkeys(revs)) or [None]
-
-
-def _needs(
-    repo: Repo, targets: Sequence[str | Path], revs: Sequence[str | None], all_commits: bool = False
-) -> list[_Need]:
-    needs: list[_Need] = []
-    for rev in _revisions(repo, revs, all_commits):
-        for target in repo.targets(targets, rev):
-            if all_commits and not repo.pointer_exists(target, rev):
-                continue
-            ptr: Pointer = repo.read_pointer(target, rev)
-            where = f"{rev}:{target.pointer}" if rev else target.pointer
-            needs.append(_Need(where, target, ptr.kind, ptr.manifest))
-    if not needs:
-        raise UsageError("no pointers to transfer; name targets or run 'cas add' first")
-    return needs
-
-
-def _rows(repo: Repo, manifest_id: str) -> list[Row]:
-    from cas import manifest  # lazily: see cas.rows
-
-    return manifest.to_rows(repo.load_manifest(manifest_id))
-
-
-def _under(path: str, prefix: str | None) -> bool:
-    return prefix is None or path == prefix or path.startswith(prefix + "/")
-
-
 # -- push --------------------------------------------------------------------------------------
 def push(
     repo: Repo,
@@ -456,23 +317,26 @@ def push(
     remote: str | None = None,
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
+    needs: list[Need] | None = None,
 ) -> PushResult:
     """Send what the pointers need and the remote lacks: packs + index files, then manifests
-    and segments, then versions (parents first)."""
+    and segments, then versions (parents first). ``needs`` (the pre-push hook's pointer blobs)
+    replaces ``targets``, ``revs`` and ``all_commits``."""
     progress = progress or Silent()
     spec = remote_config.resolve(repo, remote)
     store = spec.open()
     traffic = Traffic()
     result = PushResult(spec.name, spec.url)
-    needs = _needs(repo, targets, revs, all_commits)
-    view = RemoteView(repo, store, traffic, _prefixes(needs))
-    where: dict[_Object, str] = {}  # object the remote lacks -> first pointer needing it
-    walked: set[_Object] = set()  # --all-commits: most commits repeat the same pointers
+    if needs is None:
+        needs = pointer_needs(repo, targets, revs, all_commits)
+    view = RemoteView(repo, store, traffic, prefixes(needs))
+    where: dict[MetaObject, str] = {}  # object the remote lacks -> first pointer needing it
+    walked: set[MetaObject] = set()  # --all-commits: most commits repeat the same pointers
     for need in needs:
-        if _root(need) in walked:
-            continue
-        walked.add(_root(need))
-        for obj in _objects(repo, need, _require_local(repo, need.where)):
+        if root_of(need) in walked or view.has(root_of(need)):
+            continue  # on the remote, an object has all it names there too (push order)
+        walked.add(root_of(need))
+        for obj in objects_of(repo, need, require_local(repo, need.where)):
             if not view.has(obj):
                 where.setdefault(obj, need.where)
     to_send = list(where)  # push order: what an object names comes before it
@@ -481,7 +345,7 @@ def push(
         local_index = repo.objects.index
         uncovered: dict[bytes, str] = {}  # chunk -> pointer needing it, not yet on the remote
         for obj in to_send:
-            for cid in _chunks(repo, [obj]):
+            for cid in chunks_of(repo, [obj]):
                 loc = local_index.get(cid)
                 if loc is None or loc.pack not in view.packs or loc.pack not in view.indexes:
                     uncovered.setdefault(cid, where[obj])
@@ -528,7 +392,7 @@ def push(
         _map(send_pack, packs, jobs)
         progress.finish()
 
-        def send(obj: _Object) -> None:
+        def send(obj: MetaObject) -> None:
             path = repo.local.path(obj.key)
             size = path.stat().st_size
             store.put_file(obj.key, path)
@@ -540,7 +404,7 @@ def push(
         for obj in to_send:
             if obj.prefix == "versions":
                 send(obj)
-        result.manifests, result.versions, result.segments = _counts(to_send)
+        result.manifests, result.versions, result.segments = counts(to_send)
     result.requests, result.bytes = traffic.requests, traffic.bytes
     return result
 
@@ -562,16 +426,16 @@ def fetch(
     store = spec.open()
     traffic = Traffic()
     result = FetchResult(spec.name, spec.url)
-    needs = _needs(repo, targets, revs)
-    fetched: list[_Object] = []
+    needs = pointer_needs(repo, targets, revs)
+    fetched: list[MetaObject] = []
 
-    def bring(objects: Sequence[tuple[_Object, str]]) -> None:
+    def bring(objects: Sequence[tuple[MetaObject, str]]) -> None:
         """Download (verified) the objects the local store lacks, each with its pointer."""
         missing = {o: w for o, w in objects if not repo.local.exists(o.key)}
 
-        def get(obj: _Object) -> None:
+        def get(obj: MetaObject) -> None:
             try:
-                _download(repo, store, obj, traffic, keep=True)
+                download_meta(repo, store, obj, traffic, keep=True)
             except ObjectMissingError:
                 raise ObjectMissingError(
                     f"{obj} that {missing[obj]} needs is not on remote '{spec.name}'; "
@@ -581,13 +445,13 @@ def fetch(
         _map(get, missing, jobs)
         fetched.extend(missing)
 
-    bring([(_root(n), n.where) for n in needs])  # every pointer's root at once, in parallel
+    bring([(root_of(n), n.where) for n in needs])  # every pointer's root at once, in parallel
     needed: dict[bytes, str] = {}
     for need in needs:
-        objects = _objects(repo, need, lambda objs, w=need.where: bring([(o, w) for o in objs]))
-        for cid in _chunks(repo, objects, subpath):
+        objects = objects_of(repo, need, lambda objs, w=need.where: bring([(o, w) for o in objs]))
+        for cid in chunks_of(repo, objects, subpath):
             needed.setdefault(cid, need.where)
-    result.manifests, result.versions, result.segments = _counts(fetched)
+    result.manifests, result.versions, result.segments = counts(fetched)
     missing = repo.objects.missing_chunks(needed)
     if missing:
         _fetch_chunks(repo, spec, store, missing, jobs, progress or Silent(), traffic, result,
@@ -795,8 +659,8 @@ def verify(
     store = spec.open()
     traffic = Traffic()
     result = VerifyResult(spec.name, spec.url)
-    needs = _needs(repo, targets, revs)
-    view = RemoteView(repo, store, traffic, ("packs", "index", *_prefixes(needs)))
+    needs = pointer_needs(repo, targets, revs)
+    view = RemoteView(repo, store, traffic, ("packs", "index", *prefixes(needs)))
     problems: dict[str, Problem] = {}
 
     def report(obj: str, problem: str, where: str) -> None:
@@ -804,17 +668,17 @@ def verify(
         if where not in entry.needed_by:
             entry.needed_by.append(where)
 
-    def check(objects: list[_Object], where: str) -> None:
+    def check(objects: list[MetaObject], where: str) -> None:
         """Report what the remote lacks or serves corrupt; bring in what must be read."""
 
-        def problem(obj: _Object) -> str | None:
+        def problem(obj: MetaObject) -> str | None:
             if not view.has(obj):
                 return "missing"
             local = repo.local.exists(obj.key)
             read = obj.prefix != "segments" or obj.kind == "append"  # rows name chunks
             if deep or (read and not local):
                 try:
-                    _download(repo, store, obj, traffic, keep=not local)
+                    download_meta(repo, store, obj, traffic, keep=not local)
                 except CasError as err:
                     return f"corrupt: {err}"
             return None
@@ -826,21 +690,21 @@ def verify(
     remote_chunks = view.chunks(jobs)
     local_index = repo.objects.index
     used_packs: set[str] = set()
-    reached: dict[str, list[_Object]] = {}  # pointer -> the objects its walk could read
+    reached: dict[str, list[MetaObject]] = {}  # pointer -> the objects its walk could read
     for need in needs:
         try:
-            objects = _objects(repo, need, lambda objs, w=need.where: check(objs, w))
-            chunks = list(_chunks(repo, objects))
+            objects = objects_of(repo, need, lambda objs, w=need.where: check(objs, w))
+            chunks = list(chunks_of(repo, objects))
         except ObjectMissingError:
             continue  # missing on both sides: the object itself is reported
         except CasError as err:  # corrupt in the local store, and the remote copy not needed
-            report(_root(need).key, f"unreadable: {err}", need.where)
+            report(root_of(need).key, f"unreadable: {err}", need.where)
             continue
         reached[need.where] = objects
-        counts = _counts(objects)
-        result.manifests += counts[0]
-        result.versions += counts[1]
-        result.segments += counts[2]
+        manifests, versions, segments = counts(objects)
+        result.manifests += manifests
+        result.versions += versions
+        result.segments += segments
         for cid in chunks:
             result.chunks += 1
             loc = remote_chunks.get(cid)
@@ -857,7 +721,7 @@ def verify(
     if deep:
         users: dict[str, list[str]] = defaultdict(list)
         for where, objects in reached.items():
-            for cid in _chunks(repo, objects):
+            for cid in chunks_of(repo, objects):
                 loc = remote_chunks.get(cid)
                 if loc is not None and loc.pack in used_packs and where not in users[loc.pack]:
                     users[loc.pack].append(where)
@@ -890,16 +754,16 @@ def remote_status(
     chunks it needs are not in the local store (to fetch). One listing per prefix; no object is
     downloaded."""
     spec = remote_config.resolve(repo, remote)
-    needs = _needs(repo, targets, [None])
-    view = RemoteView(repo, spec.open(), Traffic(), _prefixes(needs))
+    needs = pointer_needs(repo, targets, [None])
+    view = RemoteView(repo, spec.open(), Traffic(), prefixes(needs))
     out = []
     for need in needs:
         try:
-            objects = _objects(repo, need, _require_local(repo, need.where))
+            objects = objects_of(repo, need, require_local(repo, need.where))
         except ObjectMissingError:  # not fetched: the walk stops at the first absent object
-            local, pushed, missing = False, view.has(_root(need)), 0
+            local, pushed, missing = False, view.has(root_of(need)), 0
         else:
             local, pushed = True, all(view.has(o) for o in objects)
-            missing = len(repo.objects.missing_chunks(set(_chunks(repo, objects))))
-        out.append(RemoteStatus(need.target.pointer, need.manifest, pushed, missing, local))
+            missing = len(repo.objects.missing_chunks(set(chunks_of(repo, objects))))
+        out.append(RemoteStatus(need.pointer, need.manifest, pushed, missing, local))
     return out

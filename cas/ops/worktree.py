@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cas.objects import version_key
 from cas.ops.add import file_path, working_entries
 from cas.ops.hashfile import hash_file
 from cas.rows import Row
@@ -43,11 +44,7 @@ def rows_by_path(table: pa.Table) -> dict[str, Row]:
 
 def _has_tree(repo: Repo, tree_id: str) -> bool:
     """The stat cache names a manifest, or a version for append-only targets."""
-    if repo.objects.has_manifest(tree_id):
-        return True
-    from cas import versions  # lazily: imports pyarrow
-
-    return versions.exists(repo, tree_id)
+    return repo.objects.has_manifest(tree_id) or repo.local.exists(version_key(tree_id))
 
 
 def _tree(repo: Repo, tree_id: str) -> pa.Table:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cas.errors import StorageError
+from cas.store.local import storage_error
 
 T = TypeVar("T")
 
@@ -44,6 +45,7 @@ _AUTH_CODES = {
     "InvalidToken", "AllAccessDisabled",
 }  # fmt: skip
 _MISSING_ROOT_CODES = {"NoSuchBucket"}
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 DEFAULT_HINTS = {
     "auth": "permission denied for {url}: check the credentials",
@@ -119,6 +121,9 @@ class FsspecStore:
         detail = f" ({code})" if code else ""
         if kind in self.hints:
             return StorageError(self.hints[kind].format(url=self.url) + detail)
+        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+            # a full or read-only disk (the local store's on a download): say so, with the fix
+            return storage_error(err, f"{what} on {self.label} failed")
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         return StorageError(f"{what} on {self.label} failed: {reason}{detail}")
 
@@ -163,7 +168,12 @@ class FsspecStore:
         return self._call("reading a byte range", key, read)
 
     def get_file(self, key: str, dest: Path) -> None:
-        """Stream an object to a local file (big packs never sit whole in memory)."""
+        """Stream an object to a local file (big packs never sit whole in memory). The local
+        file is created first: a read-only local store is not the remote's permission error."""
+        try:
+            dest.touch()
+        except OSError as err:
+            raise storage_error(err, f"cannot write {dest}") from err
         self._call("downloading an object", key, lambda: self.fs.get_file(self.path(key), dest))
 
     def size(self, key: str) -> int:
@@ -209,23 +219,41 @@ class FsspecStore:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``: one paginated listing, not a request per object."""
+        return iter(sorted(self._find(prefix)))
+
+    def list_info(self, prefix: str) -> dict[str, tuple[float, int]]:
+        """Every key under ``prefix`` with its last-modified time (epoch seconds) and size, from
+        the same one listing: what remote gc's grace period is measured against."""
+        return {k: (_modified(i), int(i.get("size") or 0)) for k, i in self._find(prefix).items()}
+
+    def _find(self, prefix: str) -> dict[str, dict]:
         base = self.path(prefix.rstrip("/"))
 
-        def find() -> list[str]:
+        def find() -> dict[str, dict]:
             self.fs.invalidate_cache(base)
-            return list(self.fs.find(base))
+            return self.fs.find(base, detail=True)
 
         try:
             found = self._call("listing objects", prefix, find)
         except KeyError:
-            return iter(())
+            return {}
         cut = len(self.root) + 1
         # Some servers (SeaweedFS) list a folder left empty by a delete as an object of its own.
-        keys = (p[cut:].rstrip("/") for p in found)
-        return iter(sorted(k for k in keys if k.startswith(prefix) and len(k) > len(prefix)))
+        keys = ((p[cut:].rstrip("/"), info) for p, info in found.items())
+        return {k: info for k, info in keys if k.startswith(prefix) and len(k) > len(prefix)}
 
     def delete(self, key: str) -> None:
         try:
             self._call("deleting an object", key, lambda: self.fs.rm_file(self.path(key)))
         except KeyError:
             return
+
+
+def _modified(info: dict) -> float:
+    """A listing entry's last-modified time: S3 gives ``LastModified`` (a datetime), a local
+    folder ``mtime``, the memory filesystem ``created``."""
+    for name in ("LastModified", "mtime", "created"):
+        value = info.get(name)
+        if value is not None:
+            return value.timestamp() if hasattr(value, "timestamp") else float(value)
+    raise StorageError(f"the listing of {info.get('name')} has no modification time")

@@ -2,6 +2,12 @@
 
 A temp file lives in the store's own ``tmp/`` folder so the final rename never crosses a
 filesystem; a kill -9 leaves at most an orphan there, never a partial file under a final key.
+
+Every process that touches the store holds its *shared* lock (``<store>/lock``) from first use
+until it exits or calls :meth:`LocalStore.close`; ``cas gc`` holds it *exclusively*. So gc never
+deletes a pack that a running ``add`` has just deduplicated against (its pointer is not written
+yet, so no root names the chunk) or that a checkout is reading, while adds, checkouts and fetches
+still run side by side: content-addressed writes need no lock among themselves.
 """
 
 from __future__ import annotations
@@ -9,16 +15,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+from cas import flock
 from cas.errors import StorageError
 
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 STALE_TMP_SECONDS = 24 * 3600
+_TEMP_NAME = re.compile(r"[0-9]+-[0-9a-f]{32}")  # f"{pid}-{uuid4 hex}", as temp_path() names them
 
 
 def storage_error(err: OSError, what: str) -> StorageError:
@@ -43,20 +54,70 @@ class LocalStore:
         self.url = root.as_uri()
         self.fsync = fsync
         self.tmp = root / "tmp"
+        self._lock_fd: int | None = None
+        self._locked = False
+        self._guard = threading.Lock()
 
+    # -- the store lock --------------------------------------------------------------------------
+    def _use(self) -> None:
+        if not self._locked:
+            with self._guard:
+                if not self._locked:
+                    self._take(exclusive=False)
+
+    def _take(self, exclusive: bool) -> None:
+        self._release()
+        # A root that cannot be created is reported by the first write; reads need no lock file.
+        with contextlib.suppress(OSError):
+            self.root.mkdir(parents=True, exist_ok=True)
+        holder = "other cas processes using the store" if exclusive else "cas gc"
+        fd = flock.acquire(self.root / "lock", exclusive, holder)
+        if fd is not None:  # a store dropped without close() must not hold gc off
+            self._finalizer = weakref.finalize(self, os.close, fd)
+        self._lock_fd = fd
+        self._locked = True
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            self._finalizer()  # closes the fd, once
+        self._lock_fd = None
+        self._locked = False
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store alone (gc): waits for every other process using it to finish."""
+        with self._guard:
+            self._take(exclusive=True)
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._release()
+
+    def close(self) -> None:
+        """Release the shared lock, so a long-lived process (a notebook) does not hold off gc;
+        the next use takes it again."""
+        with self._guard:
+            self._release()
+
+    # -- blobs -----------------------------------------------------------------------------------
     def path(self, key: str) -> Path:
+        self._use()
         return self.root / key
 
     def exists(self, key: str) -> bool:
+        self._use()
         return (self.root / key).exists()
 
     def get(self, key: str) -> bytes:
+        self._use()
         try:
             return (self.root / key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
+        self._use()
         try:
             with open(self.root / key, "rb") as f:
                 return os.pread(f.fileno(), length, offset)
@@ -64,6 +125,7 @@ class LocalStore:
             raise KeyError(key) from None
 
     def size(self, key: str) -> int:
+        self._use()
         try:
             return (self.root / key).stat().st_size
         except FileNotFoundError:
@@ -71,6 +133,7 @@ class LocalStore:
 
     def temp_path(self) -> Path:
         """A fresh path in ``tmp/``, for writers that stream into a file before committing it."""
+        self._use()
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -93,6 +156,7 @@ class LocalStore:
 
     def put_file(self, key: str, path: Path) -> None:
         """Rename ``path`` (already complete, already fsynced if wanted) into place."""
+        self._use()
         final = self.root / key
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +168,7 @@ class LocalStore:
             raise storage_error(err, f"cannot write {key} to the store {self.root}") from err
 
     def list(self, prefix: str) -> Iterator[str]:
+        self._use()
         base = self.root / prefix
         if not base.is_dir():
             return
@@ -113,20 +178,26 @@ class LocalStore:
                 yield f"{rel}/{name}"
 
     def delete(self, key: str) -> None:
+        self._use()
         with contextlib.suppress(FileNotFoundError):
             (self.root / key).unlink()
 
     def clean_tmp(self) -> int:
         """Remove temp files left by killed processes; only old ones, since a live writer may
         own a young one. Returns how many were removed."""
+        self._use()
         if not self.tmp.is_dir():
             return 0
         cutoff = time.time() - STALE_TMP_SECONDS
         removed = 0
         for entry in os.scandir(self.tmp):
+            # Only names temp_path() makes: core.store may come from a committed file and name
+            # any folder, whose tmp/ then holds files (and folders) that are not cas's.
+            if not _TEMP_NAME.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
             pid = entry.name.split("-", 1)[0]
-            dead = pid.isdigit() and not _pid_alive(int(pid))
-            if dead or entry.stat().st_mtime < cutoff:
+            dead = not _pid_alive(int(pid))
+            if dead or entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
