@@ -20,7 +20,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +36,51 @@ _TAIL = struct.Struct("<I8s")  # entry count, magic
 PACK_TARGET_SIZE = 32 * 1024 * 1024
 _MAX_OPEN_PACKS = 64
 _MAX_READ = 8 * 1024 * 1024
+_PACK_SHIFT = 72  # a code is pack number << 72 | offset << 32 | length (u32)
+_OFFSET_MASK = (1 << 40) - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per chunk in the index: no per-object dict
 class Location:
     pack: str
     offset: int
     length: int
+
+
+class ChunkIndex(Mapping[bytes, Location]):
+    """chunk id -> :class:`Location`, one int per chunk: a dataset of 1,000,000 small files
+    has 1,000,000 chunks, and a Location object (with its two ints) per chunk cost ~100 bytes
+    more. The int packs the pack's number (into a list of pack ids), the offset and the length."""
+
+    __slots__ = ("_codes", "_numbers", "_packs")
+
+    def __init__(self) -> None:
+        self._codes: dict[bytes, int] = {}
+        self._packs: list[str] = []
+        self._numbers: dict[str, int] = {}
+
+    def add(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> None:
+        number = self._numbers.setdefault(pack_id, len(self._packs))
+        if number == len(self._packs):
+            self._packs.append(pack_id)
+        base = number << _PACK_SHIFT
+        codes = self._codes
+        for cid, off, length in entries:
+            codes[cid] = base | (off << 32) | length
+
+    def __getitem__(self, chunk_id: bytes) -> Location:
+        code = self._codes[chunk_id]
+        return Location(self._packs[code >> _PACK_SHIFT], (code >> 32) & _OFFSET_MASK,
+                        code & 0xFFFFFFFF)  # fmt: skip
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return chunk_id in self._codes
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._codes)
+
+    def __len__(self) -> int:
+        return len(self._codes)
 
 
 def pack_key(pack_id: str) -> str:
@@ -97,13 +135,15 @@ def pack_trailer(data: bytes, pack_id: str) -> list[tuple[bytes, int, int]]:
 
 
 class _OpenPack:
-    """A pack being filled by one thread: a temp file and the entries written so far."""
+    """A pack being filled by one thread: a temp file and its trailer entries so far, already
+    encoded (44 bytes a chunk, where a tuple of three objects cost ~150)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         # buffered: 200,000 small chunks must not mean 200,000 write calls
         self.file = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed when sealed
-        self.entries: list[tuple[bytes, int, int]] = []
+        self.table = bytearray()
+        self.count = 0
         self.offset = 0
 
 
@@ -177,7 +217,8 @@ class PackWriter:
             pack.file.write(data)
         except OSError as err:
             raise storage_error(err, self._cannot_write) from err
-        pack.entries.append((chunk_id, pack.offset, len(data)))
+        pack.table += _ENTRY.pack(chunk_id, pack.offset, len(data))
+        pack.count += 1
         pack.offset += len(data)
         if pack.offset >= PACK_TARGET_SIZE:
             self._local.pack = None
@@ -187,7 +228,7 @@ class PackWriter:
     def _seal(self, pack: _OpenPack) -> None:
         with self._lock:
             self._open.remove(pack)
-        trailer = encode_entries(pack.entries) + _TAIL.pack(len(pack.entries), PACK_MAGIC)
+        trailer = bytes(pack.table) + _TAIL.pack(pack.count, PACK_MAGIC)
         try:
             pack.file.write(trailer)
             pack.file.flush()
@@ -206,8 +247,10 @@ class PackWriter:
         except OSError as err:
             pack.path.unlink(missing_ok=True)
             raise storage_error(err, self._cannot_write) from err
-        self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(pack.entries))
-        self.objects.register(pack_id, pack.entries)
+        self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + pack.table)
+        if self.objects.register(pack_id, _ENTRY.iter_unpack(pack.table)):
+            with self._lock:  # the index knows them now: the pending set need not
+                self._pending.difference_update(c for c, _o, _n in _ENTRY.iter_unpack(pack.table))
         self.sealed.append(pack_id)
 
 
@@ -216,14 +259,14 @@ class ObjectStore:
 
     def __init__(self, local: LocalStore) -> None:
         self.local = local
-        self._index: dict[bytes, Location] | None = None
+        self._index: ChunkIndex | None = None
         self._lock = threading.Lock()
         self._fds: OrderedDict[str, int] = OrderedDict()
         self.reads = 0
 
     # -- index -------------------------------------------------------------------------------
     @property
-    def index(self) -> dict[bytes, Location]:
+    def index(self) -> ChunkIndex:
         """chunk id -> location, loaded on first use (status and unchanged adds never need it)."""
         if self._index is None:
             with self._lock:
@@ -231,32 +274,32 @@ class ObjectStore:
                     self._index = self._load_index()
         return self._index
 
-    def _load_index(self) -> dict[bytes, Location]:
-        index: dict[bytes, Location] = {}
+    def _load_index(self) -> ChunkIndex:
+        index = ChunkIndex()
         indexed = set()
         for key in self.local.list("index/"):
             pack_id = key.rsplit("/", 1)[1]
             data = self.local.get(key)
             if not data.startswith(INDEX_MAGIC):
                 raise CorruptObjectError(f"index {key} is damaged; delete it and rerun")
-            for cid, off, length in decode_entries(data[len(INDEX_MAGIC) :], key):
-                index[cid] = Location(pack_id, off, length)
+            index.add(pack_id, decode_entries(data[len(INDEX_MAGIC) :], key))
             indexed.add(pack_id)
         for key in self.local.list("packs/"):
             pack_id = key.rsplit("/", 1)[1]
             if pack_id not in indexed:  # sealed but killed before its index was written
                 entries = pack_trailer(self.local.get(key), pack_id)
                 self.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
-                for cid, off, length in entries:
-                    index[cid] = Location(pack_id, off, length)
+                index.add(pack_id, entries)
         return index
 
-    def register(self, pack_id: str, entries: list[tuple[bytes, int, int]]) -> None:
+    def register(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> bool:
+        """Add a new pack's chunks to the index, if it is loaded (else it is loaded later, from
+        the index file just written); True if they were added."""
         if self._index is None:
-            return  # loaded lazily later, from the index file just written
+            return False
         with self._lock:
-            for cid, off, length in entries:
-                self._index[cid] = Location(pack_id, off, length)
+            self._index.add(pack_id, entries)
+        return True
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return chunk_id in self.index

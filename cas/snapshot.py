@@ -49,7 +49,7 @@ from cas.sources import (
     one_line,
     parse_source,
 )
-from cas.store.local import storage_error
+from cas.store.local import pid_alive, storage_error
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -580,18 +580,8 @@ def _sweep_stale_temps(tmp_dir: Path) -> None:
     """Remove temp files of runs that were killed (kill -9 skips ``finally``): their pid is gone."""
     for entry in tmp_dir.iterdir():
         match = _TMP_RE.match(entry.name)
-        if match and match["host"] == _HOST and not _pid_alive(int(match["pid"])):
+        if match and match["host"] == _HOST and not pid_alive(int(match["pid"])):
             entry.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ manifest paths must compare the same on every machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from array import array
@@ -19,6 +20,7 @@ from typing import overload
 
 from cas.errors import PathError
 from cas.rows import CONTROL, is_dotgit
+from cas.store.local import pid_alive
 
 TEMP_MARK = ".cas-tmp-"
 _NAME = attrgetter("name")
@@ -139,6 +141,7 @@ def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
             _walk(de.path, f"{prefix}{key}/", shown, out)
             continue
         if TEMP_MARK in key:
+            _drop_orphan(de.path, key)
             continue
         st = de.stat(follow_symlinks=False)
         mode = st.st_mode
@@ -159,6 +162,15 @@ def _unfit(shown: str, prefix: str, name: str) -> PathError:
             f"move it out of {shown}"
         )
     return PathError(f"{shown}/{prefix}{name!r} has a control character in its name; rename it")
+
+
+def _drop_orphan(path: str, name: str) -> None:
+    """A checkout temp file (``.<name>.cas-tmp-<pid>...``) whose process is gone was left by a
+    kill -9: the next scan removes it, so the rerun leaves the tree exactly as it should be."""
+    pid = name.rpartition(TEMP_MARK)[2].split("-", 1)[0]
+    if pid.isdigit() and not pid_alive(int(pid)):
+        with contextlib.suppress(FileNotFoundError):  # another scan removed it first
+            os.unlink(path)
 
 
 def temp_name(path: Path) -> Path:

@@ -303,7 +303,9 @@ def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> Entry:
     """Build ``dest`` from verified chunks through a temp file beside it (plain strings, no
     pathlib: this runs once per file, 200,000 times for a many-small-files dataset)."""
     folder, name = os.path.split(dest)
-    tmp = f"{folder}/.{name}{TEMP_MARK}{os.getpid()}"
+    # A random part too: a kill -9 leaves the temp file, and while its pid is ours again the
+    # scan cannot tell it is an orphan, so O_EXCL would refuse this write ("File exists").
+    tmp = f"{folder}/.{name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if row.executable else 0o666)
         try:

@@ -327,6 +327,7 @@ def push(
     store = spec.open()
     traffic = Traffic()
     result = PushResult(spec.name, spec.url)
+    store.clean_tmp()  # a file:// remote: what a killed push left in tmp/
     if needs is None:
         needs = pointer_needs(repo, targets, revs, all_commits)
     view = RemoteView(repo, store, traffic, prefixes(needs))

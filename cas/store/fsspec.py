@@ -18,6 +18,9 @@ plain fsspec calls is what a remote needs to be safe and to fail well:
 from __future__ import annotations
 
 import errno
+import os
+import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -25,9 +28,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cas.errors import StorageError
-from cas.store.local import storage_error
+from cas.store.local import STALE_TMP_SECONDS, pid_alive, storage_error
 
 T = TypeVar("T")
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 ATTEMPTS = 5
 BACKOFF_SECONDS = 0.25
@@ -202,7 +206,7 @@ class FsspecStore:
 
     def _put_via_temp(self, key: str, write: Callable[[str], None]) -> None:
         """Write beside the root, then rename: a local folder has no atomic PUT."""
-        tmp = self.path(f"tmp/{uuid.uuid4().hex}")
+        tmp = self.path(f"tmp/{_HOST}-{os.getpid()}-{uuid.uuid4().hex}")
 
         def put() -> None:
             self.fs.makedirs(self.path("tmp"), exist_ok=True)
@@ -216,6 +220,18 @@ class FsspecStore:
                 raise
 
         self._call("writing an object", key, put)
+
+    def clean_tmp(self) -> None:
+        """Remove upload temp files a kill -9 left: this machine's of dead processes, anyone's
+        older than a day (a live upload from another machine is younger)."""
+        if self.atomic_puts:
+            return
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for key, (modified, _size) in self.list_info("tmp/").items():
+            host, _, rest = key.split("/", 1)[1].rpartition("-")[0].rpartition("-")
+            dead = host == _HOST and rest.isdigit() and not pid_alive(int(rest))
+            if dead or modified < cutoff:
+                self.delete(key)
 
     def list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``: one paginated listing, not a request per object."""

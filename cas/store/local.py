@@ -196,7 +196,7 @@ class LocalStore:
             if not _TEMP_NAME.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             pid = entry.name.split("-", 1)[0]
-            dead = not _pid_alive(int(pid))
+            dead = not pid_alive(int(pid))
             if dead or entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
@@ -204,11 +204,13 @@ class LocalStore:
         return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine: a temp file named after a dead
+    one is an orphan of a kill -9 (a reused pid only keeps an orphan longer)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # exists, owned by someone else
     return True
