@@ -29,7 +29,6 @@ from cas import remote
 from cas.ops import transfer
 from cas.repo import Repo
 from tests.conftest import git, tree, write
-from tests.s3_server import S3Server
 from tests.test_faults import (
     PROJECT_ROOT,
     assert_pointer_matches,
@@ -272,28 +271,14 @@ def test_checkout_while_another_process_adds(tmp_path: Path) -> None:
 
 
 # -- two clones pushing to one remote ----------------------------------------------------------
-@pytest.fixture(params=["file", "s3"])
-def shared_remote(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, dict[str, str]]:
-    """A remote URL and the environment a client needs (credentials for S3)."""
-    if request.param == "file":
-        return (tmp_path / "remote").as_uri(), {}
-    server: S3Server = request.getfixturevalue("s3_server")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)
-    return f"s3://{bucket}/cas", server.env
-
-
 def test_two_clones_push_to_one_remote_at_once(
-    tmp_path: Path, shared_remote: tuple[str, dict[str, str]]
+    tmp_path: Path, remote_url: tuple[str, dict[str, str]]
 ) -> None:
     """Two clones each add ``shared`` (the same bytes, so the same packs and manifest) and a
     folder of their own, then push at the same moment: no upload starts before both have
     listed the remote, so both upload the shared objects, concurrently. Both pushes succeed,
     verify passes from both, and a third clone pulls each one's data exactly."""
-    url, env = shared_remote
+    url, env = remote_url
     seed_repo = new_repo(tmp_path / "seed")
     remote.add(Repo.discover(seed_repo), "origin", url)
     git(seed_repo, "commit", "-qm", "remote")

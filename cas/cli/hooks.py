@@ -75,8 +75,8 @@ def pre_push(
         _tell(f"cas: {result.remote} already has the data these commits need")
 
 
-def _restore() -> None:
-    report = hooks_op.restore(Repo.discover(), RichProgress())
+def _finish(report: hooks_op.HookReport) -> None:
+    """A hook's lines on stderr; a failed hook exits 1, which Git reports."""
     for line in report.lines:
         _tell(line)
     if report.failed:
@@ -91,24 +91,20 @@ def post_checkout(
 ) -> None:
     """Restore the data the new HEAD's pointers name (branch checkouts only)."""
     if os.environ.get("PRE_COMMIT_CHECKOUT_TYPE", branch) == "1":  # the pre-commit framework
-        _restore()
+        _finish(hooks_op.restore(Repo.discover(), RichProgress()))
 
 
 @hook_app.command("post-merge")
 def post_merge(squash: str = typer.Argument("0", help="1 for a squash merge.")) -> None:
     """Restore the data the merged pointers name."""
-    _restore()
+    _finish(hooks_op.restore(Repo.discover(), RichProgress()))
 
 
 @hook_app.command("pre-commit")
 def pre_commit(files: list[str] = typer.Argument(None, help="Ignored.")) -> None:
     """Refuse a staged pointer that is broken or names data the store lacks; warn about data
     changed but not re-added."""
-    report = hooks_op.pre_commit(Repo.discover())
-    for line in report.lines:
-        _tell(line)
-    if report.failed:
-        raise typer.Exit(1)
+    _finish(hooks_op.pre_commit(Repo.discover()))
 
 
 @hook_app.command("merge")
