@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from cas.errors import LockedError
+from cas.errors import LockedError, UsageError
 
 #: How long to wait for a lock before giving up; ``CAS_LOCK_TIMEOUT`` (seconds) overrides it.
 WAIT_SECONDS = 600.0
@@ -23,10 +23,12 @@ _POLL_SECONDS = 0.05
 
 def wait_seconds() -> float:
     value = os.environ.get("CAS_LOCK_TIMEOUT")
-    try:
-        return float(value) if value else WAIT_SECONDS
-    except ValueError:
+    if not value:
         return WAIT_SECONDS
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"CAS_LOCK_TIMEOUT={value!r} is not a number of seconds") from None
 
 
 def acquire(path: Path, exclusive: bool, holder: str, quiet: bool = False) -> int | None:
