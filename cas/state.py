@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cas import hashing
 from cas.store.local import storage_error
-from cas.workspace import Entry, Listing, temp_name
+from cas.workspace import TEMP_MARK, Entry, Listing, drop_orphan, temp_name
 
 VERSION = 1
 _FINE_MARGIN_NS = 50_000_000
@@ -138,6 +138,11 @@ class StatCache:
         }
         final = self._file(target)
         tmp = temp_name(final)
+        if self.folder.is_dir():
+            with os.scandir(self.folder) as others:  # a save killed before its rename
+                for other in others:
+                    if TEMP_MARK in other.name:
+                        drop_orphan(other.path, other.name)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:

@@ -141,7 +141,7 @@ def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
             _walk(de.path, f"{prefix}{key}/", shown, out)
             continue
         if TEMP_MARK in key:
-            _drop_orphan(de.path, key)
+            drop_orphan(de.path, key)
             continue
         st = de.stat(follow_symlinks=False)
         mode = st.st_mode
@@ -164,9 +164,10 @@ def _unfit(shown: str, prefix: str, name: str) -> PathError:
     return PathError(f"{shown}/{prefix}{name!r} has a control character in its name; rename it")
 
 
-def _drop_orphan(path: str, name: str) -> None:
-    """A checkout temp file (``.<name>.cas-tmp-<pid>...``) whose process is gone was left by a
-    kill -9: the next scan removes it, so the rerun leaves the tree exactly as it should be."""
+def drop_orphan(path: str, name: str) -> None:
+    """A temp file (``.<name>.cas-tmp-<pid>...``, a checkout's or the stat cache's) whose process
+    is gone was left by a kill -9: the next scan or save removes it, so the rerun leaves the tree
+    exactly as it should be."""
     pid = name.rpartition(TEMP_MARK)[2].split("-", 1)[0]
     if pid.isdigit() and not pid_alive(int(pid)):
         with contextlib.suppress(FileNotFoundError):  # another scan removed it first

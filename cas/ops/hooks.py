@@ -61,7 +61,8 @@ def pre_push(
             exclude.append(remote_sha)
     if not include:
         return None
-    revs = [*include, "--not", *exclude, f"--remotes={git_remote}"]
+    tracking = [f"--remotes={git_remote}"] if git_remote else []  # a URL matches none: fine
+    revs = [*include, "--not", *exclude, *tracking]
     needs = blob_needs(repo, repo.git.blobs(revs, pointer.SUFFIX))
     if not needs:
         return None
