@@ -146,8 +146,8 @@ class StatCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
-                f.write(json.dumps(head).encode() + b"\n" + paths)
-                _triples(kept).tofile(f)
+                # one write whatever the number of entries (tofile writes none for an empty array)
+                f.write(json.dumps(head).encode() + b"\n" + paths + _triples(kept).tobytes())
             os.replace(tmp, final)
         except OSError as err:
             tmp.unlink(missing_ok=True)
