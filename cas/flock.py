@@ -35,6 +35,7 @@ def acquire(path: Path, exclusive: bool, holder: str, quiet: bool = False) -> in
     """Open ``path`` and lock it; returns the fd (closing it releases the lock), or None when
     the file can neither be created nor opened (a read-only store: nothing here can change it).
     ``holder`` names who holds it, for the one line printed while waiting and the error."""
+    limit = wait_seconds()  # a bad CAS_LOCK_TIMEOUT fails every time, not only under contention
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
@@ -53,7 +54,6 @@ def acquire(path: Path, exclusive: bool, holder: str, quiet: bool = False) -> in
         raise
     if not quiet:
         print(f"cas: waiting for {holder} to finish ({path})", file=sys.stderr)
-    limit = wait_seconds()
     deadline = time.monotonic() + limit
     try:
         while True:

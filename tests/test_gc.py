@@ -259,3 +259,12 @@ def test_remote_gc_deletes_only_after_two_runs_a_grace_apart(repo: Path, tmp_pat
     assert third.manifests == 1 and third.packs_deleted >= 1
     assert not list(store.list(gc_op.MARK_PREFIX))  # consumed, nothing left to mark
     cas(repo, "verify", "--remote")
+
+
+def test_bad_durations_are_usage_errors(repo: Path) -> None:
+    """A grace period or lock timeout that is not a number is refused, never read as a default."""
+    bad_grace = cas(repo, "gc", "--remote", "origin", "--older-than", "7x", code=2)
+    assert "--older-than '7x' is not a duration" in bad_grace.stderr
+    write(repo / "data" / "a.txt", "x")
+    bad_wait = cas(repo, "add", "data", code=2, env={"CAS_LOCK_TIMEOUT": "soon"})
+    assert "CAS_LOCK_TIMEOUT='soon' is not a number of seconds" in bad_wait.stderr

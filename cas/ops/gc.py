@@ -38,7 +38,7 @@ from cas.objects import INDEX_MAGIC, decode_entries, index_key, pack_key
 from cas.ops import roots as roots_op
 from cas.ops.needs import PREFIXES, MetaObject, Need, chunks_of, objects_of, root_of
 from cas.ops.roots import Scope
-from cas.ops.transfer import DEFAULT_JOBS, RemoteView, Traffic, _map, download_meta
+from cas.ops.transfer import DEFAULT_JOBS, RemoteView, Traffic, download_meta, map_jobs
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -234,7 +234,8 @@ def gc_remote(
     info = {
         k: v for p in (*PREFIXES, "packs", "index") for k, v in store.list_info(p + "/").items()
     }
-    view = RemoteView(repo, store, traffic, ("packs", "index"))
+    view = RemoteView(repo, store, traffic, ())
+    view.learn(info)  # the listing above: packs and index files are not listed twice
     dead = {k for k in info if k.split("/", 1)[0] in PREFIXES and k not in live.keys}
     for pack_id in view.packs:
         if pack_id not in view.indexes:
@@ -268,8 +269,8 @@ def gc_remote(
             store.delete(index_key(pack_id))
             store.delete(key)
 
-        _map(store.delete, rest, jobs)
-        _map(drop_pack, packs, jobs)
+        map_jobs(store.delete, rest, jobs)
+        map_jobs(drop_pack, packs, jobs)
         # One mark replaces the earlier ones: a key used again since is forgotten, so its
         # grace starts over the next time it is found unused.
         if pending:

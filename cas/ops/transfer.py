@@ -78,6 +78,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _OBJECT_NAME = re.compile("[0-9a-f]{64}")  # anything else under a prefix is not ours
+_LISTED = ("manifests", "versions", "segments", "packs", "index")  # the prefixes RemoteView knows
 LAYOUT_KEY = "cas-remote"
 LAYOUT = b"cas-remote 1\n"
 DEFAULT_JOBS = 8
@@ -226,9 +227,16 @@ class RemoteView:
         """List these prefixes (``manifests``, ``versions``, ``segments``, ``packs``,
         ``index``): one paginated request series each, whatever the number of objects."""
         for prefix in what:
-            names = (k.rsplit("/", 1)[-1] for k in self.store.list(prefix + "/"))
-            self._listing(prefix).update(n for n in names if _OBJECT_NAME.fullmatch(n))
+            self.learn(self.store.list(prefix + "/"))
             self.traffic.count(0)
+
+    def learn(self, keys: Iterable[str]) -> None:
+        """Record objects from keys already listed (remote gc lists with times and sizes)."""
+        for key in keys:
+            prefix, _, rest = key.partition("/")
+            name = rest.rsplit("/", 1)[-1]
+            if prefix in _LISTED and _OBJECT_NAME.fullmatch(name):
+                self._listing(prefix).add(name)
 
     def _listing(self, prefix: str) -> set[str]:
         return {"manifests": self.manifests, "versions": self.versions, "segments": self.segments,
@@ -261,7 +269,7 @@ class RemoteView:
         if self._chunks is None:
             complete = sorted(self.indexes)
             found: dict[bytes, Location] = {}
-            for pack_id, entries in _map(lambda p: (p, self.index_of(p)), complete, jobs):
+            for pack_id, entries in map_jobs(lambda p: (p, self.index_of(p)), complete, jobs):
                 for cid, off, length in entries:
                     found[cid] = Location(pack_id, off, length)
             self._chunks = found
@@ -294,7 +302,7 @@ def _checked_index(data: bytes, pack_id: str, where: str) -> list[tuple[bytes, i
     return entries
 
 
-def _map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> list[R]:
+def map_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> list[R]:
     """Run ``fn`` over ``items`` on ``jobs`` threads; the first error cancels the rest."""
     items = list(items)
     if not items:
@@ -390,7 +398,7 @@ def push(
                 with lock:
                     result.indexes += 1
 
-        _map(send_pack, packs, jobs)
+        map_jobs(send_pack, packs, jobs)
         progress.finish()
 
         def send(obj: MetaObject) -> None:
@@ -401,7 +409,7 @@ def push(
 
         # Every chunk they name is on the remote now; versions go last, one at a time in push
         # order, since a version names its segments and its parent.
-        _map(send, [o for o in to_send if o.prefix != "versions"], jobs)
+        map_jobs(send, [o for o in to_send if o.prefix != "versions"], jobs)
         for obj in to_send:
             if obj.prefix == "versions":
                 send(obj)
@@ -443,7 +451,7 @@ def fetch(
                     "push it from the clone that added it"
                 ) from None
 
-        _map(get, missing, jobs)
+        map_jobs(get, missing, jobs)
         fetched.extend(missing)
 
     bring([(root_of(n), n.where) for n in needs])  # every pointer's root at once, in parallel
@@ -530,7 +538,7 @@ def _fetch_chunks(
         traffic.count(size)
         progress.advance(size)
 
-    _map(get_pack, whole, jobs)
+    map_jobs(get_pack, whole, jobs)
     result.packs += len(whole)
     result.chunks += sum(len(by_pack[p]) for p in whole)
 
@@ -684,7 +692,7 @@ def verify(
                     return f"corrupt: {err}"
             return None
 
-        for obj, found in zip(objects, _map(problem, objects, jobs)):
+        for obj, found in zip(objects, map_jobs(problem, objects, jobs)):
             if found:
                 report(obj.key, found, where)
 
@@ -739,7 +747,8 @@ def verify(
                 tmp.unlink(missing_ok=True)
             return None
 
-        for pack_id, error in zip(sorted(used_packs), _map(check_pack, sorted(used_packs), jobs)):
+        checked = sorted(used_packs)
+        for pack_id, error in zip(checked, map_jobs(check_pack, checked, jobs)):
             result.packs_checked += 1
             if error:
                 for where in users[pack_id]:
