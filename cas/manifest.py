@@ -12,9 +12,9 @@ paths are refused before any of them reaches the filesystem.
 from __future__ import annotations
 
 import io
-import itertools
 import struct
-from collections.abc import Iterable
+from array import array
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 
 import numpy as np
 import pyarrow as pa
@@ -54,64 +54,166 @@ SUSPECT_PATH = (
 _LAST_PART = r"/[^/]*$"
 
 
+class RowColumns:
+    """Rows gathered as flat columns, about 90 bytes a file: a list of :class:`Row` tuples
+    (with their bytes and chunk tuples) costs ~300, which at 1,000,000 files is the difference
+    between an add that fits in 1 GiB and one that does not. Paths are kept by reference: the
+    caller's strings are shared, not copied."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.sizes = array("Q")
+        self.hashes = bytearray()
+        self.execs = bytearray()
+        self.counts = array("I")  # chunks per row
+        self.chunk_ids = bytearray()
+        self.chunk_sizes = array("I")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def append(self, row: Row) -> None:
+        self.paths.append(row.path)
+        self.sizes.append(row.size)
+        self.hashes += row.hash
+        self.execs.append(row.executable)
+        self.counts.append(len(row.chunks))
+        for cid, size in row.chunks:
+            self.chunk_ids += cid
+            self.chunk_sizes.append(size)
+
+    def table(self) -> pa.Table:
+        """The canonical table: rows sorted by path (code point order, which is UTF-8 byte
+        order), every path checked and unique. Built from the buffers: no Python object per
+        row."""
+        n = len(self.paths)
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(np.frombuffer(self.counts, np.uint32), out=offsets[1:])
+        chunks = pa.ListArray.from_arrays(
+            pa.array(offsets),
+            pa.StructArray.from_arrays(
+                [_fixed_array(self.chunk_ids), pa.array(np.frombuffer(self.chunk_sizes, "u4"))],
+                fields=list(CHUNK_TYPE),
+            ),
+        )
+        paths = pa.array(self.paths, pa.string())
+        table = pa.table(
+            {
+                "path": paths,
+                "size": pa.array(np.frombuffer(self.sizes, "u8")),
+                "hash": _fixed_array(self.hashes),
+                "executable": pa.array(np.frombuffer(self.execs, np.bool_)),
+                "chunks": chunks,
+            },
+            schema=SCHEMA,
+        )
+        if n > 1 and not pc.all(pc.greater(paths[1:], paths[:-1])).as_py():
+            # not in order (large files are hashed apart): sort, a copy of every column
+            table = table.take(pc.sort_indices(paths))
+            paths = table.column("path").combine_chunks()
+            same = pc.equal(paths[1:], paths[:-1])
+            if pc.any(same).as_py():
+                first = pc.index(same, True).as_py()
+                raise ManifestError(f"duplicate path in manifest: {paths[first].as_py()!r}")
+        for p in _suspects(paths):
+            check_path(p)
+        return table
+
+
+def _fixed_array(data: bytearray) -> pa.Array:
+    """32-byte ids from their concatenation, without a bytes object per id."""
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(32), len(data) // 32, [None, pa.py_buffer(data)]
+    )
+
+
 def from_rows(rows: Iterable[Row]) -> pa.Table:
-    """A canonical table: rows sorted by path (code point order, which is UTF-8 byte order),
-    every path checked and unique. Columns are built from flat lists: a list of dicts per row
-    would cost seconds for 200,000 files."""
-    ordered = sorted(rows, key=lambda r: r.path)
-    for a, b in itertools.pairwise(ordered):
-        if a.path == b.path:
-            raise ManifestError(f"duplicate path in manifest: {a.path!r}")
-    for r in ordered:
-        check_path(r.path)
-    offsets = [0]
-    ids: list[bytes] = []
-    sizes: list[int] = []
-    for r in ordered:
-        for cid, size in r.chunks:
-            ids.append(cid)
-            sizes.append(size)
-        offsets.append(len(ids))
-    chunks = pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()),
-        pa.StructArray.from_arrays(
-            [pa.array(ids, pa.binary(32)), pa.array(sizes, pa.uint32())], fields=list(CHUNK_TYPE)
-        ),
-    )
-    return pa.table(
-        {
-            "path": pa.array([r.path for r in ordered], pa.string()),
-            "size": pa.array([r.size for r in ordered], pa.uint64()),
-            "hash": pa.array([r.hash for r in ordered], pa.binary(32)),
-            "executable": pa.array([r.executable for r in ordered], pa.bool_()),
-            "chunks": chunks,
-        },
-        schema=SCHEMA,
-    )
+    """The canonical table of some rows (see :meth:`RowColumns.table`)."""
+    columns = RowColumns()
+    for row in rows:
+        columns.append(row)
+    return columns.table()
+
+
+class TableRows(Mapping[str, Row]):
+    """A manifest's rows by path, each :class:`Row` built when asked for. A dict of Rows costs
+    ~500 bytes a file, 500 MB for a checkout of 1,000,000 files; this keeps a path index and
+    flat columns (~150 bytes a file), and a caller that walks the rows holds one at a time."""
+
+    def __init__(self, table: pa.Table) -> None:
+        t = table.combine_chunks()
+        n = t.num_rows
+        self._where = {p: i for i, p in enumerate(t.column("path").to_pylist())}
+        if len(self._where) != n:
+            raise ManifestError("duplicate path in manifest")
+        self._sizes = array("Q", t.column("size").to_numpy().astype("u8").tobytes())
+        self._hashes = _fixed(t.column("hash")).tobytes()
+        self._execs = t.column("executable").to_numpy(zero_copy_only=False).astype("u1").tobytes()
+        chunks = t.column("chunks").chunk(0) if n else pa.array([], pa.list_(CHUNK_TYPE))
+        offs = _buffer(chunks, 1, "<i4", n + 1).astype("<i8") if n else np.zeros(1, "<i8")
+        self._offsets = array("q", (offs - offs[0]).tobytes())
+        flat = chunks.values.slice(int(offs[0]), int(offs[-1] - offs[0])) if n else None
+        self._ids = _fixed(flat.field("id")).tobytes() if flat is not None else b""
+        self._chunk_sizes = array(
+            "I", flat.field("size").to_numpy().astype("u4").tobytes() if flat is not None else b""
+        )
+
+    def _row(self, path: str, i: int) -> Row:
+        digest = self._hashes[32 * i : 32 * i + 32]
+        a, b = self._offsets[i], self._offsets[i + 1]
+        ids, sizes = self._ids, self._chunk_sizes
+        if b - a == 1:  # the common case: one chunk, often the file itself
+            cid = ids[32 * a : 32 * a + 32]
+            chunks: tuple[tuple[bytes, int], ...] = ((digest if cid == digest else cid, sizes[a]),)
+        else:
+            chunks = tuple((ids[32 * j : 32 * j + 32], sizes[j]) for j in range(a, b))
+        return Row(path, self._sizes[i], digest, bool(self._execs[i]), chunks)
+
+    def __getitem__(self, path: str) -> Row:
+        return self._row(path, self._where[path])
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def items(self) -> ItemsView[str, Row]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[Row]:
+        return _Values(self)
+
+    def pairs(self) -> Iterator[tuple[str, Row]]:
+        row = self._row
+        for path, i in self._where.items():
+            yield path, row(path, i)
+
+    @property
+    def total_size(self) -> int:
+        return sum(self._sizes)
+
+
+class _Items(ItemsView[str, Row]):
+    _mapping: TableRows
+
+    def __iter__(self) -> Iterator[tuple[str, Row]]:
+        return self._mapping.pairs()
+
+
+class _Values(ValuesView[Row]):
+    _mapping: TableRows
+
+    def __iter__(self) -> Iterator[Row]:
+        return (row for _, row in self._mapping.pairs())
 
 
 def to_rows(table: pa.Table) -> list[Row]:
-    """Python rows, for the places that need them one by one. Chunk lists are rebuilt from the
-    flattened columns: ``to_pylist`` on a list of structs makes a dict per chunk, 10x slower."""
-    if table.num_rows == 0:
-        return []
-    t = table.combine_chunks()
-    chunks = t.column("chunks").chunk(0)
-    offs = _buffer(chunks, 1, "<i4", len(chunks) + 1).tolist()
-    flat_ids = chunks.values.field("id").to_pylist()
-    flat_sizes = chunks.values.field("size").to_pylist()
-    pairs = list(zip(flat_ids, flat_sizes))
-    return [
-        Row(p, s, h, x, tuple(pairs[offs[i] : offs[i + 1]]))
-        for i, (p, s, h, x) in enumerate(
-            zip(
-                t.column("path").to_pylist(),
-                t.column("size").to_pylist(),
-                t.column("hash").to_pylist(),
-                t.column("executable").to_pylist(),
-            )
-        )
-    ]
+    """Python rows, for the places that need them one by one."""
+    return list(TableRows(table).values())
 
 
 def _buffer(arr: pa.Array, index: int, dtype: str, count: int) -> np.ndarray:
@@ -119,65 +221,52 @@ def _buffer(arr: pa.Array, index: int, dtype: str, count: int) -> np.ndarray:
     return np.frombuffer(arr.buffers()[index], dtype=dtype)[arr.offset : arr.offset + count]
 
 
-def _offsets_and_data(arr: pa.Array, width: int) -> tuple[bytes, bytes]:
-    """Zero-based int64 offsets and the values they span, for string or list arrays."""
-    n = len(arr)
-    offs = _buffer(arr, 1, "<i4", n + 1).astype("<i8")
-    start, end = int(offs[0]), int(offs[-1])
-    if width:
-        child = arr.values
-        data = _buffer(child, 1, f"V{width}", end)[start:end].tobytes()
-    else:
-        data = bytes(arr.buffers()[2])[start:end]
-    return (offs - start).tobytes(), data
-
-
 def canonical_id(table: pa.Table) -> str:
-    """BLAKE3 of the canonical encoding (docs/format.md, "Manifest id")."""
+    """BLAKE3 of the canonical encoding (docs/format.md, "Manifest id"). Each part is hashed
+    from a view of the Arrow buffer it lives in: copying the parts out first would cost ~200
+    bytes a row at the moment a 1,000,000-file add peaks."""
     check_nulls(table, "manifest")
     t = table.combine_chunks()
     n = t.num_rows
     h = hashing.hasher()
     h.update(f"{FORMAT} {VERSION}\n{n}\n".encode())
     path = t.column("path").chunk(0) if n else pa.array([], pa.string())
-    offs, data = _offsets_and_data(path, 0)
+    offs = _buffer(path, 1, "<i4", n + 1).astype("<i8")
     chunks = t.column("chunks").chunk(0) if n else pa.array([], pa.list_(CHUNK_TYPE))
-    c_offs = _buffer(chunks, 1, "<i4", n + 1).astype("<i8") if n else np.zeros(1, "<i8")
-    c_start, c_end = int(c_offs[0]), int(c_offs[-1])
-    flat = chunks.values.slice(c_start, c_end - c_start) if n else None
-    parts: list[tuple[str, bytes]] = [
-        ("path.offsets", offs),
-        ("path.data", data),
-        ("size", t.column("size").to_numpy().astype("<u8").tobytes()),
-        ("hash", b"".join(_fixed(t.column("hash")))),
-        (
-            "executable",
-            t.column("executable").to_numpy(zero_copy_only=False).astype("u1").tobytes(),
-        ),
-        ("chunks.offsets", (c_offs - c_start).tobytes()),
-        ("chunks.id", b"".join(_fixed(flat.field("id"))) if flat is not None else b""),
-        (
-            "chunks.size",
-            flat.field("size").to_numpy().astype("<u4").tobytes() if flat is not None else b"",
-        ),
+    c_offs = _buffer(chunks, 1, "<i4", n + 1).astype("<i8")
+    flat = chunks.values.slice(int(c_offs[0]), int(c_offs[-1] - c_offs[0]))
+    parts: list[tuple[str, np.ndarray | memoryview]] = [
+        ("path.offsets", offs - offs[0]),
+        ("path.data", memoryview(path.buffers()[2] or b"")[int(offs[0]) : int(offs[-1])]),
+        ("size", np.asarray(t.column("size").to_numpy(), "<u8")),
+        ("hash", _fixed(t.column("hash"))),
+        ("executable", t.column("executable").to_numpy(zero_copy_only=False).astype("u1")),
+        ("chunks.offsets", c_offs - c_offs[0]),
+        ("chunks.id", _fixed(flat.field("id"))),
+        ("chunks.size", np.asarray(flat.field("size").to_numpy(), "<u4")),
     ]
     for name, blob in parts:
-        h.update(name.encode() + b"\n" + struct.pack("<Q", len(blob)))
-        h.update(blob)
+        data = blob if isinstance(blob, memoryview) else blob.reshape(-1).view("u1")
+        h.update(name.encode() + b"\n" + struct.pack("<Q", len(data)))
+        h.update(data)
     return h.hexdigest()
 
 
-def _fixed(col: pa.Array | pa.ChunkedArray) -> list[bytes]:
-    """Raw bytes of a fixed_size_binary(32) column, slice-safe."""
+def _fixed(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed_size_binary(32) column's bytes as one (n, 32) array: a view, slice-safe, when
+    the column is one chunk."""
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-    return [_buffer(c, 1, "V32", len(c)).tobytes() for c in chunks]
+    views = [_buffer(c, 1, "V32", len(c)) for c in chunks if len(c)]
+    flat = views[0] if len(views) == 1 else np.concatenate(views or [np.zeros(0, "V32")])
+    return flat.view("u1").reshape(-1, 32)
 
 
-def encode(table: pa.Table) -> bytes:
-    """Parquet bytes; options are pinned but the id never depends on them."""
-    sink = io.BytesIO()
+def encode(table: pa.Table) -> memoryview:
+    """Parquet bytes; options are pinned but the id never depends on them. A view of an Arrow
+    buffer, not bytes: ``BytesIO.getvalue`` would copy a manifest that can be 100 MB."""
+    sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", compression_level=3, use_dictionary=False)
-    return sink.getvalue()
+    return memoryview(sink.getvalue())
 
 
 def decode(data: bytes, expected_id: str) -> pa.Table:
@@ -254,7 +343,7 @@ def validate(table: pa.Table, manifest_id: str) -> None:
     paths = table.column("path").combine_chunks() if table.num_rows else pa.array([], pa.string())
     if len(paths) > 1 and not pc.all(pc.greater(paths[1:], paths[:-1])).as_py():
         raise ManifestError(f"manifest {manifest_id} is not sorted or has duplicate paths")
-    for p in paths.filter(pc.match_substring_regex(paths, SUSPECT_PATH)).to_pylist():
+    for p in _suspects(paths):
         try:
             check_path(p)
         except ManifestError:
@@ -279,6 +368,11 @@ def validate(table: pa.Table, manifest_id: str) -> None:
             raise ManifestError(
                 f"manifest {manifest_id} has chunk sizes that do not add up to file sizes"
             )
+
+
+def _suspects(paths: pa.Array) -> list[str]:
+    """The paths :data:`SUSPECT_PATH` flags, the only ones worth a :func:`check_path` each."""
+    return paths.filter(pc.match_substring_regex(paths, SUSPECT_PATH)).to_pylist()
 
 
 def _check_file_and_folder(paths: pa.Array, manifest_id: str) -> None:

@@ -107,10 +107,16 @@ def encode_entries(entries: Iterable[tuple[bytes, int, int]]) -> bytes:
     return b"".join(_ENTRY.pack(cid, off, length) for cid, off, length in entries)
 
 
-def decode_entries(data: bytes, where: str) -> list[tuple[bytes, int, int]]:
+def iter_entries(data: bytes | memoryview, where: str) -> Iterator[tuple[bytes, int, int]]:
+    """A pack table's entries one at a time: loading the index of 1,000,000 chunks through a
+    list would hold a tuple per chunk at once."""
     if len(data) % _ENTRY.size:
         raise CorruptObjectError(f"{where} is truncated; run 'cas fsck' to find damaged packs")
-    return list(_ENTRY.iter_unpack(data))
+    return _ENTRY.iter_unpack(data)
+
+
+def decode_entries(data: bytes | memoryview, where: str) -> list[tuple[bytes, int, int]]:
+    return list(iter_entries(data, where))
 
 
 def trailer_bytes(data: bytes, count: int) -> bytes:
@@ -282,7 +288,7 @@ class ObjectStore:
             data = self.local.get(key)
             if not data.startswith(INDEX_MAGIC):
                 raise CorruptObjectError(f"index {key} is damaged; delete it and rerun")
-            index.add(pack_id, decode_entries(data[len(INDEX_MAGIC) :], key))
+            index.add(pack_id, iter_entries(memoryview(data)[len(INDEX_MAGIC) :], key))
             indexed.add(pack_id)
         for key in self.local.list("packs/"):
             pack_id = key.rsplit("/", 1)[1]
@@ -383,7 +389,7 @@ class ObjectStore:
     def has_manifest(self, manifest_id: str) -> bool:
         return self.local.exists(manifest_key(manifest_id))
 
-    def put_manifest(self, manifest_id: str, data: bytes) -> None:
+    def put_manifest(self, manifest_id: str, data: bytes | memoryview) -> None:
         self.local.put_bytes(manifest_key(manifest_id), data)
 
     def get_manifest_bytes(self, manifest_id: str) -> bytes:

@@ -36,19 +36,30 @@ def trustworthy(mtime_ns: int, checked_ns: int) -> bool:
     return mtime_ns < checked_ns - (_COARSE_MARGIN_NS if coarse else _FINE_MARGIN_NS)
 
 
-def settled(written: list[Entry]) -> int:
+def settled(written: Listing) -> Listing:
     """For files cas itself just wrote: wait out the racy margin after the newest write (at most
-    50 ms on a fine-grained filesystem), then return the time from which all are trusted. Git
-    trusts the files it checks out the same way; only a second writer racing cas's own checkout
-    within one timestamp tick would go unseen."""
+    50 ms on a fine-grained filesystem), then return those the cache may record. Git trusts the
+    files it checks out the same way; only a second writer racing cas's own checkout within one
+    timestamp tick would go unseen. On a filesystem with coarse timestamps waiting 2 s is worse
+    than rehashing the few racy files later, so those are left out instead."""
     if not written:
-        return time.time_ns()
-    newest = max(e.mtime_ns for e in written)
+        return written
+    mtimes = written.stats[1::3]
+    newest = max(mtimes)
     while not trustworthy(newest, now := time.time_ns()):
         if newest % 1_000_000_000 == 0:
-            return now  # coarse timestamps: waiting 2 s is worse than rehashing a few files
+            return written.subset(i for i, m in enumerate(mtimes) if trustworthy(m, now))
         time.sleep(0.005)
-    return now
+    return written
+
+
+def trusted(pairs: Iterable[tuple[Entry, int]]) -> Listing:
+    """The entries (each with the time its stat was taken) the cache may record: not racy."""
+    kept = Listing()
+    for entry, checked in pairs:
+        if trustworthy(entry.mtime_ns, checked):
+            kept.add_entry(entry)
+    return kept
 
 
 def _triples(entries: Iterable[Entry]) -> array:
@@ -119,15 +130,11 @@ class StatCache:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def save(
-        self, target: str, manifest_id: str, entries: Iterable[tuple[Entry, int]], files: int
-    ) -> None:
-        """Record entries (each with the time its stat was taken) that are not racy; ``files``
-        is how many files the manifest has, to know whether the record is complete."""
-        kept = sorted(
-            (e for e, checked in entries if trustworthy(e.mtime_ns, checked)), key=lambda e: e.path
-        )
-        paths = "\0".join(e.path for e in kept).encode("utf-8")
+    def save(self, target: str, manifest_id: str, kept: Listing, files: int) -> None:
+        """Record ``kept``, entries none of which is racy (:func:`trusted`); ``files`` is how
+        many files the manifest has, to know whether the record is complete."""
+        kept.sort()
+        paths = "\0".join(kept.paths).encode("utf-8")
         head = {
             "version": VERSION,
             "target": target,
@@ -147,7 +154,7 @@ class StatCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 # one write whatever the number of entries (tofile writes none for an empty array)
-                f.write(json.dumps(head).encode() + b"\n" + paths + _triples(kept).tobytes())
+                f.write(json.dumps(head).encode() + b"\n" + paths + kept.stats.tobytes())
             os.replace(tmp, final)
         except OSError as err:
             tmp.unlink(missing_ok=True)

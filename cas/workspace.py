@@ -11,7 +11,7 @@ import contextlib
 import os
 import stat
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -70,12 +70,32 @@ class Listing(Sequence[Entry]):
         self.stats.extend((st.st_size, st.st_mtime_ns, st.st_ino))
         self.execs.append(1 if st.st_mode & S_IXUSR else 0)
 
-    def sort(self) -> None:
-        order = sorted(range(len(self.paths)), key=self.paths.__getitem__)
+    def add_entry(self, e: Entry) -> None:
+        self.paths.append(e.path)
+        self.stats.extend((e.size, e.mtime_ns, e.ino))
+        self.execs.append(e.executable)
+
+    def extend(self, other: Listing) -> None:
+        self.paths += other.paths
+        self.stats += other.stats
+        self.execs += other.execs
+
+    def subset(self, keep: Iterable[int]) -> Listing:
+        """The entries at the indices ``keep``, in that order."""
+        part = Listing()
         s = self.stats
-        self.paths = [self.paths[i] for i in order]
-        self.stats = array("q", (v for i in order for v in (s[3 * i], s[3 * i + 1], s[3 * i + 2])))
-        self.execs = bytearray(self.execs[i] for i in order)
+        for i in keep:
+            part.paths.append(self.paths[i])
+            part.stats.extend((s[3 * i], s[3 * i + 1], s[3 * i + 2]))
+            part.execs.append(self.execs[i])
+        return part
+
+    def sort(self) -> None:
+        """In path order (code point order = UTF-8 order); cheap when it already is (timsort)."""
+        if self.paths == sorted(self.paths):
+            return
+        sorted_part = self.subset(sorted(range(len(self.paths)), key=self.paths.__getitem__))
+        self.paths, self.stats, self.execs = sorted_part.paths, sorted_part.stats, sorted_part.execs
 
     @property
     def total_size(self) -> int:
@@ -108,8 +128,7 @@ def scan(root: Path, shown: str) -> Listing:
     ``a/``: that rare case is detected (a linear check) and fixed by one sort."""
     listing = Listing()
     _walk(os.fspath(root), "", shown, listing)
-    if listing.paths != sorted(listing.paths):
-        listing.sort()
+    listing.sort()
     return listing
 
 

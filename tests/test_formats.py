@@ -59,6 +59,44 @@ def test_manifest_id_is_pinned_and_order_independent() -> None:
     assert manifest.canonical_id(manifest.from_rows(reversed(_rows()))) == golden
 
 
+def _many_rows() -> list[Row]:
+    """Rows of every shape: empty, one chunk that is the file, several chunks."""
+    rows = _rows()
+    parts = [hashing.digest(bytes([i])) for i in range(3)]
+    whole = hashing.digest(b"".join(parts))
+    rows.append(Row("c/multi", 3, whole, False, tuple((p, 1) for p in parts)))
+    other = hashing.digest(b"other")
+    rows.append(Row("c/one-chunk-not-the-file", 5, hashing.digest(b"x"), True, ((other, 5),)))
+    return rows
+
+
+def test_table_rows_give_back_the_rows_from_any_slice() -> None:
+    rows = sorted(_many_rows())
+    table = manifest.from_rows(reversed(rows))
+    assert table.column("path").to_pylist() == [r.path for r in rows]
+    for t in (table, pa.concat_tables([table.slice(0, 1), table.slice(1)]), table.slice(1)):
+        expected = {r.path: r for r in rows[len(rows) - t.num_rows :]}
+        view = manifest.TableRows(t)
+        assert dict(view.items()) == expected
+        assert list(view.values()) == list(expected.values())
+        assert len(view) == len(expected) and "nope" not in view
+        assert view[rows[-1].path] == rows[-1]
+        assert view.total_size == sum(r.size for r in expected.values())
+    assert manifest.to_rows(table) == rows
+    assert manifest.to_rows(table.slice(0, 0)) == []
+
+
+def test_rows_out_of_order_are_sorted_and_duplicates_refused() -> None:
+    rows = _many_rows()
+    assert manifest.canonical_id(manifest.from_rows(rows)) == manifest.canonical_id(
+        manifest.from_rows(sorted(rows))
+    )
+    with pytest.raises(ManifestError, match="duplicate path in manifest: 'c/multi'"):
+        manifest.from_rows([*rows, rows[2]])
+    with pytest.raises(ManifestError, match="unsafe"):
+        manifest.from_rows([rows[0]._replace(path="a/../b")])
+
+
 def test_manifest_id_ignores_arrow_chunking_and_parquet_options() -> None:
     table = manifest.from_rows(_rows())
     rechunked = pa.concat_tables([table.slice(0, 1), table.slice(1, 1)])

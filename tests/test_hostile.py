@@ -542,6 +542,20 @@ def test_chunk_sizes_that_lie_are_refused_before_writing(victim: Victim) -> None
     assert_unchanged(before, victim)
 
 
+def test_one_chunk_given_two_lengths_is_refused_before_fetching(victim: Victim) -> None:
+    """Two rows name one chunk the store lacks, with different lengths: at most one can be
+    right, so the checkout refuses while planning, before it fetches or touches anything."""
+    rows = honest(victim)
+    nowhere = hashing.digest(b"a chunk on no store")
+    rows["x1.bin"] = ("x1.bin", 1, hashing.digest(b"1"), False, ((nowhere, 1),))
+    rows["x2.bin"] = ("x2.bin", 2, hashing.digest(b"2"), False, ((nowhere, 2),))
+    store_manifest(victim, list(rows.values()))
+    before = snapshot(victim.base)
+    line = one_line(cas(victim.root, "checkout", code=4).stderr)
+    assert nowhere.hex() in line and "data/x2.bin" in line and "nothing was written" in line
+    assert_unchanged(before, victim)
+
+
 # -- names that collide by case or Unicode normalisation --------------------------------------
 NFC, NFD = unicodedata.normalize("NFC", "\u00e9.txt"), unicodedata.normalize("NFD", "\u00e9.txt")
 

@@ -11,7 +11,6 @@ import os
 import stat
 import sys
 from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,13 +20,12 @@ from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
-from cas.workspace import Entry, Listing, refuse, scan
-
-if TYPE_CHECKING:
-    from cas.state import StatSnapshot
+from cas.state import trustworthy
+from cas.workspace import Listing, refuse, scan
 
 if TYPE_CHECKING:
     from cas.repo import Repo, Target
+    from cas.state import StatSnapshot
 
 _ALWAYS_TRUSTED = sys.maxsize
 PARALLEL_MIN_SIZE = 1 << 20
@@ -107,49 +105,53 @@ def _store(
     repo: Repo,
     target: Target,
     kind: str,
-    entries: Sequence[Entry],
+    entries: Listing,
     snapshot: StatSnapshot | None,
     progress: Progress,
 ) -> tuple[str, int, int]:
     """Hash what the stat cache cannot vouch for, store new chunks and the manifest, and
-    refresh the cache. Returns (manifest id, files hashed, new bytes stored)."""
-    hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
-    todo = [e for e, hit in zip(entries, hits) if not hit]
-    progress.start(f"adding {target.path}", sum(e.size for e in todo))
-    new_rows = []
-    # entries and the times their stats were taken, side by side: an (entry, int) tuple per file
-    # would cost ~100 bytes each at 1,000,000 files
-    cache_entries = [e for e, hit in zip(entries, hits) if hit]
-    cache_checked = array("q", [_ALWAYS_TRUSTED]) * len(cache_entries)
-    with repo.objects.writer() as writer:
-        root = str(repo.root)
+    refresh the cache. Returns (manifest id, files hashed, new bytes stored).
 
-        def one(entry: Entry) -> tuple[Row, Entry, int]:
-            shown = file_path(repo, target, kind, entry.path)
-            return hash_file(f"{root}/{shown}", entry, shown, writer)
-
-        # Large files on a pool (chunking and hashing release the GIL) while this thread does
-        # the small ones, where more threads would only fight over the GIL (measured: 2x slower).
-        large = [e for e in todo if e.size >= PARALLEL_MIN_SIZE]
-        small = [e for e in todo if e.size < PARALLEL_MIN_SIZE]
-        for row, after, checked in overlapped_map(one, large, small):
-            new_rows.append(row)
-            cache_entries.append(after)
-            cache_checked.append(checked)
-            progress.advance(row.size)
-    progress.finish()
+    Files are handled by their index in ``entries``: at 1,000,000 files an Entry or a Row kept
+    per file would cost hundreds of MB (docs/reliability.md, "Load")."""
     # pyarrow is imported only here: an unchanged re-add must not pay its import time
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from cas import manifest
 
-    table = manifest.from_rows(new_rows)
-    if snapshot and any(hits):
+    hits = snapshot.matching(entries) if snapshot else None
+    todo = array("q", (i for i, hit in enumerate(hits) if not hit)) if hits else range(len(entries))
+    sizes = entries.stats[0::3]
+    progress.start(f"adding {target.path}", sum(sizes[i] for i in todo))
+    rows = manifest.RowColumns()
+    checked = array("q", [_ALWAYS_TRUSTED]) * len(entries)  # when each file was seen unchanged
+    with repo.objects.writer() as writer:
+        root = str(repo.root)
+
+        def one(i: int) -> tuple[int, Row, int]:
+            entry = entries[i]
+            shown = file_path(repo, target, kind, entry.path)
+            return (i, *hash_file(f"{root}/{shown}", entry, shown, writer))
+
+        # Large files on a pool (chunking and hashing release the GIL) while this thread does
+        # the small ones, where more threads would only fight over the GIL (measured: 2x slower).
+        large = array("q", (i for i in todo if sizes[i] >= PARALLEL_MIN_SIZE))
+        small = array("q", (i for i in todo if sizes[i] < PARALLEL_MIN_SIZE))
+        for i, row, seen in overlapped_map(one, large, small):
+            rows.append(row)
+            checked[i] = seen
+            progress.advance(row.size)
+    progress.finish()
+    table = rows.table()
+    if snapshot and hits and any(hits):
         old = repo.load_manifest(snapshot.manifest_id)
-        kept_paths = pa.array([e.path for e, hit in zip(entries, hits) if hit], pa.string())
+        kept_paths = pa.array([p for p, hit in zip(entries.paths, hits) if hit], pa.string())
         kept = old.filter(pc.is_in(old.column("path"), value_set=kept_paths))
         table = pa.concat_tables([kept, table]).sort_by("path")
     manifest_id = repo.store_manifest(table)
-    repo.stat_cache.save(target.path, manifest_id, zip(cache_entries, cache_checked), len(entries))
+    mtimes = entries.stats[1::3]
+    racy = {i for i in todo if not trustworthy(mtimes[i], checked[i])}
+    trusted = entries.subset(i for i in range(len(entries)) if i not in racy) if racy else entries
+    repo.stat_cache.save(target.path, manifest_id, trusted, len(entries))
     return manifest_id, len(todo), writer.new_bytes

@@ -26,6 +26,7 @@ from cas.parallel import bounded_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row
+from cas.state import trusted
 from cas.workspace import Entry
 
 if TYPE_CHECKING:
@@ -79,10 +80,10 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
     cache = [(e, TRUSTED) for e, hit in zip(entries, hits) if hit]
     changed = []
     for entry in suspects:  # stat changed: same content (a touch) is fine, new content is not
-        row, after, checked = _hash(repo, target, entry, None)
+        row, checked = _hash(repo, target, entry, None)
         if (row.size, row.hash) != known[entry.path]:
             changed.append(f"{target.path}/{entry.path}")
-        cache.append((after, checked))
+        cache.append((entry, checked))
     if changed or deleted:
         problems = [f"{p} (changed)" for p in changed]
         problems += [f"{target.path}/{p} (deleted)" for p in deleted]
@@ -100,7 +101,7 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
     else:
         version_id = versions.append(repo, parent_id, manifest.from_rows(new_rows), "append")
     total = entries.total_size
-    repo.stat_cache.save(target.path, version_id, cache, len(entries))
+    repo.stat_cache.save(target.path, version_id, trusted(cache), len(entries))
     with repo.lock():
         pointer_changed = repo.write_pointer(target, Pointer("append", version_id))
         repo.git.stage([target.pointer, repo.ignore(target)])
@@ -110,9 +111,7 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
     )  # fmt: skip
 
 
-def _hash(
-    repo: Repo, target: Target, entry: Entry, writer: PackWriter | None
-) -> tuple[Row, Entry, int]:
+def _hash(repo: Repo, target: Target, entry: Entry, writer: PackWriter | None) -> tuple[Row, int]:
     shown = f"{target.path}/{entry.path}"
     return hash_file(str(repo.abspath(shown)), entry, shown, writer)
 
@@ -162,14 +161,14 @@ def _store(
     rows = []
     with repo.objects.writer() as writer:
 
-        def one(entry: Entry) -> tuple[Row, Entry, int]:
-            return _hash(repo, target, entry, writer)
+        def one(entry: Entry) -> tuple[Entry, Row, int]:
+            return (entry, *_hash(repo, target, entry, writer))
 
         large = [e for e in fresh if e.size >= PARALLEL_MIN_SIZE]
         small = [e for e in fresh if e.size < PARALLEL_MIN_SIZE]
-        for row, after, checked in itertools.chain(bounded_map(one, large), map(one, small)):
+        for entry, row, checked in itertools.chain(bounded_map(one, large), map(one, small)):
             rows.append(row)
-            cache.append((after, checked))
+            cache.append((entry, checked))
             progress.advance(row.size)
     progress.finish()
     return rows, writer.new_bytes

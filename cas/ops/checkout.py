@@ -12,8 +12,9 @@ import contextlib
 import os
 import shutil
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cas import hashing
@@ -25,13 +26,13 @@ from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
 from cas.rows import Row, is_dotgit
-from cas.state import settled
+from cas.state import settled, trusted
 from cas.store.local import storage_error
-from cas.workspace import TEMP_MARK, Entry, entry_of
+from cas.workspace import TEMP_MARK, Listing
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
+    from cas.manifest import TableRows
+    from cas.objects import ChunkIndex
     from cas.repo import Repo, Target
 
 _CONFLICT_LIST = 20
@@ -81,27 +82,10 @@ def checkout(
     expected = expected_rows(repo, target, ptr)
     _check_totals(ptr, expected, f"{rev}:{target.pointer}" if rev else target.pointer)
     base = repo.abspath(target.path)
+    plan = _plan(repo, target, ptr.kind, tree, expected, subpath)
+    result.unchanged = plan.unchanged
 
-    kind_clash = tree.kind is not None and tree.kind != ptr.kind
-    writes: list[Row] = []
-    chmods: list[Row] = []
-    deletes: list[str] = []
-    for path, row in expected.items():
-        if not _under(path, subpath):
-            continue
-        have = None if kind_clash else tree.rows.get(path)
-        if have is None or have.hash != row.hash:
-            writes.append(row)
-        elif have.executable != row.executable:
-            chmods.append(row)
-        else:
-            result.unchanged += 1
-    for entry in tree.entries:
-        if (kind_clash or entry.path not in expected) and _under(entry.path, subpath):
-            deletes.append(entry.path)
-
-    at_risk = deletes + [r.path for r in writes if r.path in tree.rows]
-    unsafe = [p for p in at_risk if not _recoverable(repo, tree.rows[p])]
+    unsafe = [p for p in plan.at_risk if not _recoverable(repo, tree.rows[p])]
     if unsafe and not force:
         shown = [_shown(target, ptr.kind, p) for p in unsafe]
         more = f" (+{len(shown) - _CONFLICT_LIST} more)" if len(shown) > _CONFLICT_LIST else ""
@@ -111,57 +95,115 @@ def checkout(
             "or --force to discard it",
             shown,
         )
+    writes = plan.small + plan.large
     if writes and len(expected) > 1:
         _refuse_collisions(base, expected)
-    needed = {cid for r in writes for cid, _ in r.chunks}
-    missing = repo.objects.missing_chunks(needed)
-    if missing:
+    if plan.missing:
         from cas.ops.transfer import fetch_chunks  # lazily: fsspec is not needed otherwise
 
-        fetch_chunks(repo, missing, progress=progress, needed_by=target.pointer)
-    _check_chunk_sizes(repo, writes, lambda r: _shown(target, ptr.kind, r.path))
+        fetch_chunks(repo, set(plan.missing), progress=progress, needed_by=target.pointer)
+        index = repo.objects.index
+        for cid, (size, path) in plan.missing.items():
+            _check_chunk_size(index, cid, size, _shown(target, ptr.kind, path))
 
-    if kind_clash:
+    if plan.kind_clash:
         _remove(base)
     else:
-        for p in deletes:
-            _remove(_dest(base, ptr.kind, p))
+        for p in plan.deletes:
+            _remove(Path(_dest(base, ptr.kind, p)))
             result.deleted += 1
-        _prune_empty_dirs(base, deletes)
+        _prune_empty_dirs(base, plan.deletes)
 
-    progress.start(f"checking out {target.path}", sum(r.size for r in writes))
-    cache = {
-        p: tree.cache_entries[p]
-        for p, row in expected.items()
-        if not kind_clash and p in tree.rows and tree.rows[p] == row
-    }
+    progress.start(f"checking out {target.path}", plan.write_bytes)
+    cached = Listing()
+    if not plan.kind_clash:
+        cached = trusted(
+            tree.cache_entries[p]
+            for p, have in tree.rows.items()
+            if p in expected and expected[p] == have
+        )
+    _make_folders({os.path.dirname(_dest(base, ptr.kind, p)) for p in writes})
 
-    dests = {row.path: str(_dest(base, ptr.kind, row.path)) for row in writes}
-    _make_folders({os.path.dirname(d) for d in dests.values()})
-
-    def write(row: Row) -> Entry:
-        return _write_file(repo, row, dests[row.path], _shown(target, ptr.kind, row.path))
+    def write(path: str) -> os.stat_result:
+        dest = _dest(base, ptr.kind, path)
+        return _write_file(repo, expected[path], dest, _shown(target, ptr.kind, path))
 
     # Large files on a pool while this thread writes the small ones: two threads creating small
     # files contend in the kernel and for the GIL (measured: slower than one).
-    large = [r for r in writes if r.size >= PARALLEL_MIN_SIZE]
-    small = [r for r in writes if r.size < PARALLEL_MIN_SIZE]
-    written = []
-    for entry in overlapped_map(write, large, small):
-        written.append(entry)
+    written = Listing()
+    for path, st in zip(writes, overlapped_map(write, plan.large, plan.small)):
+        written.add(path, st)
         result.written += 1
-        result.bytes_written += entry.size
-        progress.advance(entry.size)
-    for row in chmods:
+        result.bytes_written += st.st_size
+        progress.advance(st.st_size)
+    for row in plan.chmods:
         dest = _dest(base, ptr.kind, row.path)
         _set_executable(dest, row.executable)
-        written.append(_stat_entry(dest, row.path))
+        written.add(row.path, os.lstat(dest))
     progress.finish()
-    trusted_from = settled(written)
-    cache.update((e.path, (e, trusted_from)) for e in written)
-    repo.stat_cache.save(target.path, ptr.manifest, cache.values(), len(expected))
+    cached.extend(settled(written))
+    repo.stat_cache.save(target.path, ptr.manifest, cached, len(expected))
     _write_pointer_if_rev(repo, target, ptr, rev)
     return result
+
+
+@dataclass
+class _Plan:
+    """What a checkout will do, decided before it touches anything. Writes are paths, split by
+    size (see ``overlapped_map``): their rows are built again one at a time as they are written,
+    since 1,000,000 of them held at once would not fit in 1 GiB."""
+
+    kind_clash: bool
+    small: list[str] = field(default_factory=list)
+    large: list[str] = field(default_factory=list)
+    write_bytes: int = 0
+    chmods: list[Row] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    at_risk: list[str] = field(default_factory=list)  # present files to overwrite or delete
+    missing: dict[bytes, tuple[int, str]] = field(default_factory=dict)  # id -> (length, path)
+    unchanged: int = 0
+
+
+def _plan(
+    repo: Repo,
+    target: Target,
+    kind: str,
+    tree: Worktree,
+    expected: Mapping[str, Row],
+    subpath: str | None,
+) -> _Plan:
+    """Compare the tree with the manifest. Every chunk a write needs is checked here, before
+    anything is deleted or written: one the store holds must have the length the manifest gives
+    it (the index knows each length), so a manifest whose sizes lie is refused with the working
+    tree untouched; one it lacks is listed for fetching, and checked once fetched."""
+    plan = _Plan(kind_clash=tree.kind is not None and tree.kind != kind)
+    index = repo.objects.index
+    for path, row in expected.items():
+        if not _under(path, subpath):
+            continue
+        have = None if plan.kind_clash else tree.rows.get(path)
+        if have is not None and have.hash == row.hash:
+            if have.executable != row.executable:
+                plan.chmods.append(row)
+            else:
+                plan.unchanged += 1
+            continue
+        if have is not None:
+            plan.at_risk.append(path)
+        (plan.large if row.size >= PARALLEL_MIN_SIZE else plan.small).append(path)
+        plan.write_bytes += row.size
+        for cid, size in row.chunks:
+            if cid in index:
+                _check_chunk_size(index, cid, size, _shown(target, kind, path))
+            elif plan.missing.setdefault(cid, (size, path))[0] != size:
+                first, other = plan.missing[cid]
+                _lying(cid, size, _shown(target, kind, path),
+                       f"and {first} for {_shown(target, kind, other)}")  # fmt: skip
+    for entry in tree.entries:
+        if (plan.kind_clash or entry.path not in expected) and _under(entry.path, subpath):
+            plan.deletes.append(entry.path)
+    plan.at_risk[:0] = plan.deletes
+    return plan
 
 
 def _totals_match(ptr: Pointer, tree: Worktree) -> bool:
@@ -171,12 +213,12 @@ def _totals_match(ptr: Pointer, tree: Worktree) -> bool:
     return (len(tree.entries), sum(e.size for e in tree.entries)) == (ptr.files, ptr.size)
 
 
-def _check_totals(ptr: Pointer, expected: dict[str, Row], where: str) -> None:
+def _check_totals(ptr: Pointer, expected: TableRows, where: str) -> None:
     """The pointer is what a reviewer sees in a Git diff: its ``size`` and ``files`` must be
     what the checkout writes, or a pointer saying 1 KB could fill the disk with 1 TB."""
     if ptr.kind not in ("dir", "file"):
         return  # versioned kinds: the version's totals are checked against its segments
-    files, size = len(expected), sum(r.size for r in expected.values())
+    files, size = len(expected), expected.total_size
     if (files, size) != (ptr.files, ptr.size):
         raise ManifestError(
             f"{where} says {ptr.files} files, {ptr.size} bytes, but its manifest {ptr.manifest} "
@@ -185,20 +227,17 @@ def _check_totals(ptr: Pointer, expected: dict[str, Row], where: str) -> None:
         )
 
 
-def _check_chunk_sizes(repo: Repo, writes: list[Row], shown: Callable[[Row], str]) -> None:
-    """Before anything is deleted or written: every chunk the store holds must have the length
-    the manifest gives it (the store's index knows each length), so a manifest whose sizes lie
-    is refused with the working tree untouched."""
-    index = repo.objects.index
-    for row in writes:
-        for cid, size in row.chunks:
-            loc = index.get(cid)
-            if loc is not None and loc.length != size:
-                raise CorruptObjectError(
-                    f"the manifest gives chunk {cid.hex()} of {shown(row)} {size} bytes, the "
-                    f"store holds {loc.length}; the manifest is corrupt or hostile: nothing "
-                    "was written"
-                )
+def _check_chunk_size(index: ChunkIndex, cid: bytes, size: int, shown: str) -> None:
+    held = index[cid].length
+    if held != size:
+        _lying(cid, size, shown, f"the store holds {held}")
+
+
+def _lying(cid: bytes, size: int, shown: str, truth: str) -> None:
+    raise CorruptObjectError(
+        f"the manifest gives chunk {cid.hex()} of {shown} {size} bytes, {truth}; the manifest "
+        "is corrupt or hostile: nothing was written"
+    )
 
 
 def _folding(folder: Path) -> tuple[bool, bool]:
@@ -227,7 +266,7 @@ def _fold(path: str, case: bool, norm: bool) -> str:
     return unicodedata.normalize("NFC", path.casefold()) if case else path
 
 
-def _refuse_collisions(base: Path, expected: dict[str, Row]) -> None:
+def _refuse_collisions(base: Path, expected: Mapping[str, Row]) -> None:
     """Refuse a manifest two of whose paths (or folders) are one name on this filesystem:
     ``A`` and ``a`` on a case-insensitive one, ``é`` in NFC and NFD on a normalising one. There,
     writing the second would overwrite the first. Where both can coexist (Linux), both are
@@ -268,16 +307,13 @@ def _shown(target: Target, kind: str, path: str) -> str:
     return target.path if kind == "file" else f"{target.path}/{path}"
 
 
-def _dest(base: Path, kind: str, path: str) -> Path:
-    return base if kind == "file" else base / path
+def _dest(base: Path, kind: str, path: str) -> str:
+    """A plain string, not a Path: this runs once per file, 1,000,000 times for some datasets."""
+    return str(base) if kind == "file" else f"{base}/{path}"
 
 
 def _recoverable(repo: Repo, row: Row) -> bool:
     return not repo.objects.missing_chunks(cid for cid, _ in row.chunks)
-
-
-def _stat_entry(dest: str | Path, rel: str) -> Entry:
-    return entry_of(str(dest), rel, os.lstat(dest))
 
 
 def _make_folders(folders: set[str]) -> None:
@@ -294,14 +330,13 @@ def _make_folders(folders: set[str]) -> None:
             raise storage_error(err, f"cannot create folder {folder}") from err
 
 
-def _set_executable(dest: Path, executable: bool) -> None:
+def _set_executable(dest: str, executable: bool) -> None:
     mode = os.lstat(dest).st_mode & 0o777
     os.chmod(dest, (mode | 0o111) if executable else (mode & ~0o111))
 
 
-def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> Entry:
-    """Build ``dest`` from verified chunks through a temp file beside it (plain strings, no
-    pathlib: this runs once per file, 200,000 times for a many-small-files dataset)."""
+def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> os.stat_result:
+    """Build ``dest`` from verified chunks through a temp file beside it; its stat after."""
     folder, name = os.path.split(dest)
     # A random part too: a kill -9 leaves the temp file, and while its pid is ours again the
     # scan cannot tell it is an orphan, so O_EXCL would refuse this write ("File exists").
@@ -335,7 +370,7 @@ def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> Entry:
     except BaseException:
         _unlink(tmp)
         raise
-    return _stat_entry(dest, row.path)
+    return os.lstat(dest)
 
 
 def _check_length(chunk: tuple[bytes, int], data: bytes, shown: str) -> None:

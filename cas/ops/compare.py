@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from cas.pointer import VERSIONED, Pointer
 from cas.rows import Row
 
 if TYPE_CHECKING:
+    from cas.manifest import TableRows
     from cas.repo import Repo, Target
 
 
@@ -23,7 +25,7 @@ class FileChange:
     new_size: int | None
 
 
-def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> dict[str, Row]:
+def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> TableRows:
     """A pointer's rows keyed by path inside the target. A single tracked file's row takes the
     target's current name, so renaming ``a.bin.cas`` and ``a.bin`` together keeps working.
     A versioned pointer's rows are the union of its version's segments."""
@@ -31,19 +33,22 @@ def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> dict[str, Row]:
         from cas import versions  # lazily: imports pyarrow
 
         return rows_by_path(versions.tree_table(repo, ptr.manifest))
-    rows = rows_by_path(repo.load_manifest(ptr.manifest))
+    table = repo.load_manifest(ptr.manifest)
     if ptr.kind == "file":
-        if len(rows) != 1:
+        if table.num_rows != 1:
             raise ManifestError(
-                f"{target.pointer} is a file pointer but its manifest has {len(rows)} rows"
+                f"{target.pointer} is a file pointer but its manifest has {table.num_rows} rows"
             )
+        import pyarrow as pa  # loaded already: the manifest is a table
+
         name = PurePosixPath(target.path).name
-        (row,) = rows.values()
-        return {name: row._replace(path=name)}
-    return rows
+        table = table.set_column(0, "path", pa.array([name], pa.string()))
+    return rows_by_path(table)
 
 
-def changes(prefix: str, kind: str, old: dict[str, Row], new: dict[str, Row]) -> list[FileChange]:
+def changes(
+    prefix: str, kind: str, old: Mapping[str, Row], new: Mapping[str, Row]
+) -> list[FileChange]:
     """Per-file differences from ``old`` to ``new``, sorted by path."""
 
     def shown(p: str) -> str:

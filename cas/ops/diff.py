@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cas.ops.compare import FileChange, changes, expected_rows
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from cas.repo import Repo, Target
 
 
-def _rows_at(repo: Repo, target: Target, rev: str | None) -> tuple[str | None, dict[str, Row]]:
+def _rows_at(repo: Repo, target: Target, rev: str | None) -> tuple[str | None, Mapping[str, Row]]:
     """A target's rows at ``rev`` (None: the worktree pointer); empty where it did not exist."""
     if not repo.pointer_exists(target, rev):
         return None, {}

@@ -15,13 +15,12 @@ from cas.workspace import Entry
 SMALL = chunker.MIN_SIZE
 
 
-def hash_file(
-    path: str, entry: Entry, shown: str, writer: PackWriter | None
-) -> tuple[Row, Entry, int]:
+def hash_file(path: str, entry: Entry, shown: str, writer: PackWriter | None) -> tuple[Row, int]:
     """Chunk and hash one file, storing new chunks through ``writer`` (None: hash only).
 
-    Returns the manifest row, the stat taken after reading (to detect a concurrent writer) and
-    the time that stat was taken, which the stat cache needs to rule out racy entries.
+    Returns the manifest row and the time the file was last seen unchanged (its stat after
+    reading equals ``entry``'s, or the read is refused), which the stat cache needs to rule out
+    racy entries.
     """
     try:
         # The scan saw a regular file; if a symlink (or a FIFO) took its place since, refuse it
@@ -70,5 +69,4 @@ def hash_file(
         raise FileChangedError(
             f"{shown} changed while cas read it; rerun when nothing is writing to it"
         )
-    now = entry
-    return Row(entry.path, size, file_hash, entry.executable, chunks), now, checked
+    return Row(entry.path, size, file_hash, entry.executable, chunks), checked

@@ -13,6 +13,7 @@ Versioned pointers (``append``, ``corpus``) merge as unions of appends
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,7 +60,7 @@ def merge(repo: Repo, base: bytes, ours: bytes, theirs: bytes, path: str) -> Mer
     return _merge_files(repo, b, o, t)
 
 
-def _rows(repo: Repo, ptr: Pointer | None) -> dict[str, Row]:
+def _rows(repo: Repo, ptr: Pointer | None) -> Mapping[str, Row]:
     if ptr is None:
         return {}
     if not repo.objects.has_manifest(ptr.manifest):
@@ -121,7 +122,7 @@ def _merge_files(repo: Repo, b: Pointer | None, o: Pointer, t: Pointer) -> Merge
     return MergeResult(ptr, [c or "(the file)" for c in conflicts])
 
 
-def _file_folder_clashes(merged: dict[str, Row], ours: dict[str, Row]) -> list[str]:
+def _file_folder_clashes(merged: dict[str, Row], ours: Mapping[str, Row]) -> list[str]:
     """One side added ``a`` as a file, the other ``a/b``: no tree holds both. Theirs' paths
     under our file give way (listed as conflicts)."""
     clashes = []

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from cas.errors import CasError
 from cas.ops.compare import FileChange, changes, counts, expected_rows
 from cas.ops.worktree import read_worktree
+from cas.state import trusted
 
 if TYPE_CHECKING:
     from cas.repo import Repo, Target
@@ -42,7 +43,9 @@ def status(repo: Repo, target: Target) -> TargetStatus:
         return TargetStatus(target.path, target.pointer, "error", message=str(err))
     found = changes(target.path, ptr.kind, expected, tree.rows)
     if not found:
-        repo.stat_cache.save(target.path, ptr.manifest, tree.cache_entries.values(), len(expected))
+        repo.stat_cache.save(
+            target.path, ptr.manifest, trusted(tree.cache_entries.values()), len(expected)
+        )
         return TargetStatus(target.path, target.pointer, "unchanged")
     c = counts(found)
     return TargetStatus(

@@ -8,6 +8,7 @@ chunks can be checked against the store before anything overwrites it).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from cas.workspace import Entry
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from cas.manifest import TableRows
     from cas.repo import Repo, Target
 
 TRUSTED = sys.maxsize
@@ -36,10 +38,10 @@ class Worktree:
     all_cached: bool = False
 
 
-def rows_by_path(table: pa.Table) -> dict[str, Row]:
+def rows_by_path(table: pa.Table) -> TableRows:
     from cas import manifest  # lazily: see cas.rows
 
-    return {r.path: r for r in manifest.to_rows(table)}
+    return manifest.TableRows(table)
 
 
 def _has_tree(repo: Repo, tree_id: str) -> bool:
@@ -69,7 +71,7 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
         tree.all_cached = True
         return tree
     hits = snapshot.matching(entries) if snapshot else [False] * len(entries)
-    cached: dict[str, Row] = {}
+    cached: Mapping[str, Row] = {}
     if snapshot and any(hits):
         cached = rows_by_path(_tree(repo, snapshot.manifest_id))
     for entry, hit in zip(entries, hits):
@@ -78,7 +80,7 @@ def read_worktree(repo: Repo, target: Target, expected: str | None = None) -> Wo
             tree.cache_entries[entry.path] = (entry, TRUSTED)
         else:
             shown = file_path(repo, target, kind, entry.path)
-            row, after, checked = hash_file(str(repo.abspath(shown)), entry, shown, None)
+            row, checked = hash_file(str(repo.abspath(shown)), entry, shown, None)
             tree.rows[entry.path] = row
-            tree.cache_entries[entry.path] = (after, checked)
+            tree.cache_entries[entry.path] = (entry, checked)
     return tree

@@ -140,7 +140,7 @@ class LocalStore:
             raise storage_error(err, f"cannot create {self.tmp}") from err
         return self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes | memoryview) -> None:
         if self.exists(key):
             return
         tmp = self.temp_path()
