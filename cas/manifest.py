@@ -15,6 +15,7 @@ import io
 import struct
 from array import array
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -68,9 +69,6 @@ class RowColumns:
         self.counts = array("I")  # chunks per row
         self.chunk_ids = bytearray()
         self.chunk_sizes = array("I")
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
     def append(self, row: Row) -> None:
         self.paths.append(row.path)
@@ -141,22 +139,16 @@ class TableRows(Mapping[str, Row]):
     flat columns (~150 bytes a file), and a caller that walks the rows holds one at a time."""
 
     def __init__(self, table: pa.Table) -> None:
-        t = table.combine_chunks()
-        n = t.num_rows
-        self._where = {p: i for i, p in enumerate(t.column("path").to_pylist())}
-        if len(self._where) != n:
+        self._where = {p: i for i, p in enumerate(table.column("path").to_pylist())}
+        if len(self._where) != table.num_rows:
             raise ManifestError("duplicate path in manifest")
-        self._sizes = array("Q", t.column("size").to_numpy().astype("u8").tobytes())
-        self._hashes = _fixed(t.column("hash")).tobytes()
-        self._execs = t.column("executable").to_numpy(zero_copy_only=False).astype("u1").tobytes()
-        chunks = t.column("chunks").chunk(0) if n else pa.array([], pa.list_(CHUNK_TYPE))
-        offs = _buffer(chunks, 1, "<i4", n + 1).astype("<i8") if n else np.zeros(1, "<i8")
-        self._offsets = array("q", (offs - offs[0]).tobytes())
-        flat = chunks.values.slice(int(offs[0]), int(offs[-1] - offs[0])) if n else None
-        self._ids = _fixed(flat.field("id")).tobytes() if flat is not None else b""
-        self._chunk_sizes = array(
-            "I", flat.field("size").to_numpy().astype("u4").tobytes() if flat is not None else b""
-        )
+        f = _flat(table)
+        self._sizes = array("Q", f.sizes.tobytes())
+        self._hashes = f.hashes.tobytes()
+        self._execs = f.executable.tobytes()
+        self._offsets = array("q", f.chunk_offsets.tobytes())
+        self._ids = f.chunk_ids.tobytes()
+        self._chunk_sizes = array("I", f.chunk_sizes.tobytes())
 
     def _row(self, path: str, i: int) -> Row:
         digest = self._hashes[32 * i : 32 * i + 32]
@@ -221,29 +213,59 @@ def _buffer(arr: pa.Array, index: int, dtype: str, count: int) -> np.ndarray:
     return np.frombuffer(arr.buffers()[index], dtype=dtype)[arr.offset : arr.offset + count]
 
 
-def canonical_id(table: pa.Table) -> str:
-    """BLAKE3 of the canonical encoding (docs/format.md, "Manifest id"). Each part is hashed
-    from a view of the Arrow buffer it lives in: copying the parts out first would cost ~200
-    bytes a row at the moment a 1,000,000-file add peaks."""
-    check_nulls(table, "manifest")
+@dataclass(frozen=True)
+class _Flat:
+    """A manifest table's columns as flat arrays, offsets zero-based: views of the Arrow
+    buffers where the type allows. What the canonical encoding hashes, what :func:`validate`
+    checks and what :class:`TableRows` keeps, read in one place."""
+
+    path_offsets: np.ndarray  # <i8, rows + 1
+    path_data: memoryview
+    sizes: np.ndarray  # <u8
+    hashes: np.ndarray  # (rows, 32) u1
+    executable: np.ndarray  # u1
+    chunk_offsets: np.ndarray  # <i8, rows + 1
+    chunk_ids: np.ndarray  # (chunks, 32) u1
+    chunk_sizes: np.ndarray  # <u4
+
+
+def _flat(table: pa.Table) -> _Flat:
     t = table.combine_chunks()
     n = t.num_rows
-    h = hashing.hasher()
-    h.update(f"{FORMAT} {VERSION}\n{n}\n".encode())
     path = t.column("path").chunk(0) if n else pa.array([], pa.string())
     offs = _buffer(path, 1, "<i4", n + 1).astype("<i8")
     chunks = t.column("chunks").chunk(0) if n else pa.array([], pa.list_(CHUNK_TYPE))
     c_offs = _buffer(chunks, 1, "<i4", n + 1).astype("<i8")
     flat = chunks.values.slice(int(c_offs[0]), int(c_offs[-1] - c_offs[0]))
+    return _Flat(
+        path_offsets=offs - offs[0],
+        path_data=memoryview(path.buffers()[2] or b"")[int(offs[0]) : int(offs[-1])],
+        sizes=np.asarray(t.column("size").to_numpy(), "<u8"),
+        hashes=_fixed(t.column("hash")),
+        executable=t.column("executable").to_numpy(zero_copy_only=False).astype("u1"),
+        chunk_offsets=c_offs - c_offs[0],
+        chunk_ids=_fixed(flat.field("id")),
+        chunk_sizes=np.asarray(flat.field("size").to_numpy(), "<u4"),
+    )
+
+
+def canonical_id(table: pa.Table) -> str:
+    """BLAKE3 of the canonical encoding (docs/format.md, "Manifest id"). Each part is hashed
+    from a view of the Arrow buffer it lives in: copying the parts out first would cost ~200
+    bytes a row at the moment a 1,000,000-file add peaks."""
+    check_nulls(table, "manifest")
+    f = _flat(table)
+    h = hashing.hasher()
+    h.update(f"{FORMAT} {VERSION}\n{table.num_rows}\n".encode())
     parts: list[tuple[str, np.ndarray | memoryview]] = [
-        ("path.offsets", offs - offs[0]),
-        ("path.data", memoryview(path.buffers()[2] or b"")[int(offs[0]) : int(offs[-1])]),
-        ("size", np.asarray(t.column("size").to_numpy(), "<u8")),
-        ("hash", _fixed(t.column("hash"))),
-        ("executable", t.column("executable").to_numpy(zero_copy_only=False).astype("u1")),
-        ("chunks.offsets", c_offs - c_offs[0]),
-        ("chunks.id", _fixed(flat.field("id"))),
-        ("chunks.size", np.asarray(flat.field("size").to_numpy(), "<u4")),
+        ("path.offsets", f.path_offsets),
+        ("path.data", f.path_data),
+        ("size", f.sizes),
+        ("hash", f.hashes),
+        ("executable", f.executable),
+        ("chunks.offsets", f.chunk_offsets),
+        ("chunks.id", f.chunk_ids),
+        ("chunks.size", f.chunk_sizes),
     ]
     for name, blob in parts:
         data = blob if isinstance(blob, memoryview) else blob.reshape(-1).view("u1")
@@ -351,23 +373,17 @@ def validate(table: pa.Table, manifest_id: str) -> None:
                 f"unsafe path in manifest {manifest_id}: {p!r}; the manifest may be hostile"
             ) from None
     _check_file_and_folder(paths, manifest_id)
-    chunks = table.column("chunks").combine_chunks() if table.num_rows else None
-    if chunks is not None:
-        sizes = np.asarray(table.column("size").to_numpy(), dtype=np.uint64)
-        offs = np.frombuffer(chunks.buffers()[1], dtype="<i4")[
-            chunks.offset : chunks.offset + len(chunks) + 1
-        ]
-        flat_sizes = chunks.values.field("size").to_numpy().astype(np.uint64)[offs[0] : offs[-1]]
-        offs = offs - offs[0]
-        if (flat_sizes == 0).any():  # the chunker never cuts one; a billion would cost nothing
-            raise ManifestError(f"manifest {manifest_id} lists an empty chunk; it may be hostile")
-        totals = np.add.reduceat(np.append(flat_sizes, 0), offs[:-1]) if len(flat_sizes) else 0
-        empty = offs[1:] == offs[:-1]
-        totals = np.where(empty, 0, totals)
-        if not np.array_equal(totals.astype(np.uint64), sizes):
-            raise ManifestError(
-                f"manifest {manifest_id} has chunk sizes that do not add up to file sizes"
-            )
+    f = _flat(table)
+    flat_sizes = f.chunk_sizes.astype(np.uint64)
+    if (flat_sizes == 0).any():  # the chunker never cuts one; a billion would cost nothing
+        raise ManifestError(f"manifest {manifest_id} lists an empty chunk; it may be hostile")
+    offs = f.chunk_offsets
+    totals = np.add.reduceat(np.append(flat_sizes, 0), offs[:-1]) if len(flat_sizes) else 0
+    totals = np.where(offs[1:] == offs[:-1], 0, totals)
+    if not np.array_equal(np.asarray(totals, np.uint64), f.sizes):
+        raise ManifestError(
+            f"manifest {manifest_id} has chunk sizes that do not add up to file sizes"
+        )
 
 
 def _suspects(paths: pa.Array) -> list[str]:

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,13 +62,6 @@ def trusted(pairs: Iterable[tuple[Entry, int]]) -> Listing:
     return kept
 
 
-def _triples(entries: Iterable[Entry]) -> array:
-    values = array("q")
-    for e in entries:
-        values.extend((e.size, e.mtime_ns, e.ino))
-    return values
-
-
 @dataclass
 class StatSnapshot:
     """What the cache knows about one target."""
@@ -78,28 +71,26 @@ class StatSnapshot:
     stats: array  # flat (size, mtime_ns, ino) triples, aligned with paths
     complete: bool  # every file of the manifest is listed (none was left out as racy)
 
-    def unchanged(self, entries: Sequence[Entry], manifest_id: str | None = None) -> bool:
+    def unchanged(self, entries: Listing, manifest_id: str | None = None) -> bool:
         """True when ``entries`` are exactly the manifest's files, untouched since cached: the
-        fast path of status, add and checkout, which then read no manifest at all."""
+        fast path of status, add and checkout, which then read no manifest at all. Columns are
+        compared: no Entry is built."""
         if not self.complete or (manifest_id is not None and manifest_id != self.manifest_id):
             return False
-        if isinstance(entries, Listing):  # columns: no Entry is built
-            return entries.paths == self.paths and entries.stats == self.stats
-        return [e.path for e in entries] == self.paths and _triples(entries) == self.stats
+        return entries.paths == self.paths and entries.stats == self.stats
 
-    def matching(self, entries: Sequence[Entry]) -> list[bool]:
+    def matching(self, entries: Listing) -> list[bool]:
         """For each entry, whether its stat matches the cached one. One C-level comparison when
         nothing changed, the common case."""
-        if [e.path for e in entries] == self.paths:
-            if _triples(entries) == self.stats:
+        mine, theirs = entries.stats, self.stats
+        if entries.paths == self.paths:
+            if mine == theirs:
                 return [True] * len(entries)
-            s = self.stats
             return [
-                e.stat_key == (s[3 * i], s[3 * i + 1], s[3 * i + 2]) for i, e in enumerate(entries)
+                mine[3 * i : 3 * i + 3] == theirs[3 * i : 3 * i + 3] for i in range(len(entries))
             ]
-        s = self.stats
-        known = {p: (s[3 * i], s[3 * i + 1], s[3 * i + 2]) for i, p in enumerate(self.paths)}
-        return [known.get(e.path) == e.stat_key for e in entries]
+        known = {p: theirs[3 * i : 3 * i + 3] for i, p in enumerate(self.paths)}
+        return [known.get(p) == mine[3 * i : 3 * i + 3] for i, p in enumerate(entries.paths)]
 
 
 class StatCache:

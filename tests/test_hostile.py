@@ -556,6 +556,22 @@ def test_one_chunk_given_two_lengths_is_refused_before_fetching(victim: Victim) 
     assert_unchanged(before, victim)
 
 
+def test_fetched_chunk_whose_length_lies_is_refused_before_writing(
+    published: Published, fresh_victim: Victim
+) -> None:
+    """The same lie about a chunk no local store holds: its length is known only once it is
+    fetched (and verified by its id), and is checked then, before anything is written."""
+    pulled = Repo.discover(published.pulled)
+    ptr = pulled.read_pointer(pulled.target("data.cas", published.pulled))
+    rows = {r.path: tuple(r) for r in manifest.to_rows(pulled.load_manifest(ptr.manifest))}
+    first = rows["sub/b.bin"][4][0][0]
+    rows["sub/b.bin"] = ("sub/b.bin", 1, first, False, ((first, 1),))
+    store_manifest(fresh_victim, list(rows.values()))
+    line = one_line(cas(fresh_victim.root, "checkout", code=4).stderr)
+    assert first.hex() in line and "the store holds" in line and "nothing was written" in line
+    assert not (fresh_victim.root / "data").exists()
+
+
 # -- names that collide by case or Unicode normalisation --------------------------------------
 NFC, NFD = unicodedata.normalize("NFC", "\u00e9.txt"), unicodedata.normalize("NFD", "\u00e9.txt")
 

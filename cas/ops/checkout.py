@@ -32,7 +32,6 @@ from cas.workspace import TEMP_MARK, Listing
 
 if TYPE_CHECKING:
     from cas.manifest import TableRows
-    from cas.objects import ChunkIndex
     from cas.repo import Repo, Target
 
 _CONFLICT_LIST = 20
@@ -104,7 +103,9 @@ def checkout(
         fetch_chunks(repo, set(plan.missing), progress=progress, needed_by=target.pointer)
         index = repo.objects.index
         for cid, (size, path) in plan.missing.items():
-            _check_chunk_size(index, cid, size, _shown(target, ptr.kind, path))
+            if index[cid].length != size:
+                _lying(cid, size, _shown(target, ptr.kind, path),
+                       f"the store holds {index[cid].length}")  # fmt: skip
 
     if plan.kind_clash:
         _remove(base)
@@ -193,15 +194,17 @@ def _plan(
         (plan.large if row.size >= PARALLEL_MIN_SIZE else plan.small).append(path)
         plan.write_bytes += row.size
         for cid, size in row.chunks:
-            if cid in index:
-                _check_chunk_size(index, cid, size, _shown(target, kind, path))
+            loc = index.get(cid)  # one lookup: a million chunks for a million small files
+            if loc is not None:
+                if loc.length != size:
+                    _lying(cid, size, _shown(target, kind, path), f"the store holds {loc.length}")
             elif plan.missing.setdefault(cid, (size, path))[0] != size:
                 first, other = plan.missing[cid]
                 _lying(cid, size, _shown(target, kind, path),
                        f"and {first} for {_shown(target, kind, other)}")  # fmt: skip
-    for entry in tree.entries:
-        if (plan.kind_clash or entry.path not in expected) and _under(entry.path, subpath):
-            plan.deletes.append(entry.path)
+    for path in tree.entries.paths:
+        if (plan.kind_clash or path not in expected) and _under(path, subpath):
+            plan.deletes.append(path)
     plan.at_risk[:0] = plan.deletes
     return plan
 
@@ -210,7 +213,7 @@ def _totals_match(ptr: Pointer, tree: Worktree) -> bool:
     """What :func:`_check_totals` checks, from the files the stat cache vouches for."""
     if ptr.kind not in ("dir", "file"):
         return True
-    return (len(tree.entries), sum(e.size for e in tree.entries)) == (ptr.files, ptr.size)
+    return (len(tree.entries), tree.entries.total_size) == (ptr.files, ptr.size)
 
 
 def _check_totals(ptr: Pointer, expected: TableRows, where: str) -> None:
@@ -225,12 +228,6 @@ def _check_totals(ptr: Pointer, expected: TableRows, where: str) -> None:
             f"holds {files} files, {size} bytes; the pointer or the manifest is damaged or "
             "hostile: restore the pointer from Git"
         )
-
-
-def _check_chunk_size(index: ChunkIndex, cid: bytes, size: int, shown: str) -> None:
-    held = index[cid].length
-    if held != size:
-        _lying(cid, size, shown, f"the store holds {held}")
 
 
 def _lying(cid: bytes, size: int, shown: str, truth: str) -> None:

@@ -16,7 +16,7 @@ from cas.objects import version_key
 from cas.ops.add import file_path, working_entries
 from cas.ops.hashfile import hash_file
 from cas.rows import Row
-from cas.workspace import Entry
+from cas.workspace import Entry, Listing
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,7 +32,7 @@ class Worktree:
     """A target's files: their stats, and their content where it was learned."""
 
     kind: str | None  # "dir", "file", or None when nothing is there
-    entries: list[Entry]
+    entries: Listing
     rows: dict[str, Row] = field(default_factory=dict)
     cache_entries: dict[str, tuple[Entry, int]] = field(default_factory=dict)
     all_cached: bool = False
