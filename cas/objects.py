@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cas import hashing
+from cas.clone import BLOCK, clone_range
 from cas.errors import CorruptObjectError, ObjectMissingError, StorageError
 from cas.store.local import LocalStore, storage_error
 
@@ -38,6 +39,28 @@ _MAX_OPEN_PACKS = 64
 _MAX_READ = 8 * 1024 * 1024
 _PACK_SHIFT = 72  # a code is pack number << 72 | offset << 32 | length (u32)
 _OFFSET_MASK = (1 << 40) - 1
+# Files this large get their chunks block-aligned in packs (see PackWriter.add): at most BLOCK - 1
+# bytes of padding per pack a file's new chunks start in, under 0.4% of the file.
+ALIGN_MIN_SIZE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Bytes ``start:end`` of a file, held byte for byte at ``offset`` in a pack."""
+
+    start: int
+    end: int
+    pack: str
+    offset: int
+
+    def whole_blocks(self) -> Span | None:
+        """The part that starts and ends on a block boundary, if any (the offsets are equal
+        modulo BLOCK, so both sides start on one)."""
+        start = -(-self.start // BLOCK) * BLOCK
+        end = self.end // BLOCK * BLOCK
+        if end <= start:
+            return None
+        return Span(start, end, self.pack, self.offset + start - self.start)
 
 
 @dataclass(frozen=True, slots=True)  # one per chunk in the index: no per-object dict
@@ -206,8 +229,14 @@ class PackWriter:
                 _discard(pack)
             self._sealer.shutdown(wait=True)
 
-    def add(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
-        """Store a chunk unless the store already has it; True if it was new."""
+    def add(self, chunk_id: bytes, data: bytes | memoryview, at: int | None = None) -> bool:
+        """Store a chunk unless the store already has it; True if it was new.
+
+        ``at`` is the chunk's offset in its file, given for files of ALIGN_MIN_SIZE or more: the
+        chunk then lands at a pack offset equal to it modulo BLOCK (after up to BLOCK - 1 zero
+        bytes of padding), so a checkout on a filesystem with reflinks can clone the file's run
+        of chunks out of the pack instead of copying it (:meth:`ObjectStore.clonable`).
+        """
         with self._lock:
             if chunk_id in self._pending or (not self.repack and self.objects.has_chunk(chunk_id)):
                 return False
@@ -220,6 +249,10 @@ class PackWriter:
                 self._local.pack = pack
                 with self._lock:
                     self._open.append(pack)
+            pad = 0 if at is None else (at - pack.offset) % BLOCK
+            if pad:
+                pack.file.write(bytes(pad))
+                pack.offset += pad
             pack.file.write(data)
         except OSError as err:
             raise storage_error(err, self._cannot_write) from err
@@ -378,6 +411,34 @@ class ObjectStore:
                     )
                 yield piece
             i = j
+
+    # -- clones ------------------------------------------------------------------------------
+    def clonable(self, chunks: Sequence[tuple[bytes, int]]) -> list[Span]:
+        """The block-aligned ranges of a file (its chunk list) that lie back to back in one pack
+        at offsets equal to theirs modulo BLOCK: what a checkout may clone rather than copy. A
+        file added whole has all but its first and last partial blocks (and a block either side
+        of each pack boundary) in such spans; chunks it shares with other files usually not."""
+        runs: list[Span] = []
+        pos = 0
+        for cid, length in chunks:
+            loc = self._location(cid)
+            last = runs[-1] if runs else None
+            if (
+                last is not None
+                and last.end == pos
+                and last.pack == loc.pack
+                and last.offset + pos - last.start == loc.offset
+            ):
+                runs[-1] = Span(last.start, pos + length, last.pack, last.offset)
+            elif (loc.offset - pos) % BLOCK == 0:
+                runs.append(Span(pos, pos + length, loc.pack, loc.offset))
+            pos += length
+        return [blocks for run in runs if (blocks := run.whole_blocks()) is not None]
+
+    def clone(self, span: Span, fd: int) -> bool:
+        """Clone a span into ``fd`` at the span's file offset; False where the filesystem
+        cannot (see :mod:`cas.clone`). Unverified: the caller reads the chunks to check them."""
+        return clone_range(self._fd(span.pack), span.offset, span.end - span.start, fd, span.start)
 
     def close(self) -> None:
         with self._lock:

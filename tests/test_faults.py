@@ -95,7 +95,7 @@ class DiskFull:
         setattr(owner, name, value)
 
     def install(self) -> None:
-        real_open, real_write, real_sendfile = builtins.open, os.write, os.sendfile
+        real_open, real_sendfile = builtins.open, os.sendfile
         log = real_open(self.log, "a", encoding="utf-8") if self.log else None
 
         def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
@@ -110,11 +110,14 @@ class DiskFull:
                 log.flush()
             self.tick(kind, path)
 
-        def write_(fd: int, data: Any) -> int:
-            path = self._fd_path(fd)
-            if self.under(path):
-                counted("os.write", path)
-            return real_write(fd, data)
+        def writer(real: Callable[..., int], name: str) -> Callable[..., int]:
+            def write_(fd: int, data: Any, *args: Any) -> int:
+                path = self._fd_path(fd)
+                if self.under(path):
+                    counted(name, path)
+                return real(fd, data, *args)
+
+            return write_
 
         def renamer(real: Callable[..., None], name: str) -> Callable[..., None]:
             def rename_(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
@@ -133,7 +136,8 @@ class DiskFull:
         self._count = counted
         self._patch(builtins, "open", open_)
         self._patch(io, "open", open_)
-        self._patch(os, "write", write_)
+        for name in ("write", "pwrite"):
+            self._patch(os, name, writer(getattr(os, name), f"os.{name}"))
         for name in ("replace", "rename", "link"):
             self._patch(os, name, renamer(getattr(os, name), f"os.{name}"))
         self._patch(os, "sendfile", sendfile_)
@@ -411,7 +415,7 @@ def position(where: str, ops: list[str]) -> int:
         seen: set[str] = set()
         for i, op in enumerate(ops, 1):
             kind, path = op.split(" ", 1)
-            if kind in ("write", "os.write", "os.sendfile") and path in seen:
+            if kind in ("write", "os.write", "os.pwrite", "os.sendfile") and path in seen:
                 return i
             seen.add(path)
         raise AssertionError(f"no second write to any file among {ops}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cas.cli.output import RichProgress, emit_json, human, report, say
+from cas.cli.output import RichProgress, checked_out, emit_json, human, report, say
 from cas.repo import Repo
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
@@ -99,10 +99,7 @@ def checkout(
     report(
         Repo.discover().checkout(targets or [], rev=rev, force=force, progress=RichProgress()),
         json_out,
-        lambda r: (
-            f"{r.pointer}: {r.written} written ({human(r.bytes_written)}), "
-            f"{r.deleted} deleted, {r.unchanged} unchanged"
-        ),
+        checked_out,
     )
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +18,9 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+if TYPE_CHECKING:
+    from cas.ops.checkout import CheckoutResult
 
 
 @dataclass
@@ -93,3 +96,12 @@ def human(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def checked_out(r: CheckoutResult) -> str:
+    """The summary line of a checkout, whether ``checkout`` or ``pull`` ran it."""
+    cloned = f", {human(r.bytes_cloned)} cloned" if r.bytes_cloned else ""
+    return (
+        f"{r.pointer}: {r.written} written ({human(r.bytes_written)}{cloned}), "
+        f"{r.deleted} deleted, {r.unchanged} unchanged"
+    )

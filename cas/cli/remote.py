@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from cas import remote as remote_config
-from cas.cli.output import RichProgress, emit_json, human, say
+from cas.cli.output import RichProgress, checked_out, emit_json, human, say
 from cas.errors import UsageError
 from cas.ops import transfer
 from cas.repo import Repo
@@ -177,10 +177,7 @@ def pull(
         return
     say(_fetched(fetched))
     for r in checked:
-        say(
-            f"{r.pointer}: {r.written} written ({human(r.bytes_written)}), "
-            f"{r.deleted} deleted, {r.unchanged} unchanged"
-        )
+        say(checked_out(r))
 
 
 def verify(

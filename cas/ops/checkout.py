@@ -2,8 +2,11 @@
 
 Only files whose content differs are written; each is built in a temp file beside it from
 verified chunks, its whole-file hash checked, then renamed into place, so a reader (or a kill -9)
-sees the old file or the new one, never a mix. A file about to be overwritten or deleted must be
-recoverable from the store, or the checkout stops and lists it (``--force`` overrides).
+sees the old file or the new one, never a mix. Where the filesystem has reflinks (XFS, btrfs),
+the block-aligned runs of a large file's chunks are cloned out of their packs rather than copied:
+no data written, no space used (the chunks are still read and verified). A file about to be
+overwritten or deleted must be recoverable from the store, or the checkout stops and lists it
+(``--force`` overrides).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from cas import hashing
 from cas.errors import ConflictError, CorruptObjectError, ManifestError, PathError
+from cas.objects import ALIGN_MIN_SIZE, Span
 from cas.ops.add import PARALLEL_MIN_SIZE
 from cas.ops.compare import expected_rows
 from cas.ops.worktree import Worktree, read_worktree
@@ -46,6 +50,7 @@ class CheckoutResult:
     deleted: int = 0
     unchanged: int = 0
     bytes_written: int = 0
+    bytes_cloned: int = 0  # of bytes_written, those cloned (reflinked) from packs, not copied
     conflicts: list[str] = field(default_factory=list)
 
 
@@ -125,17 +130,20 @@ def checkout(
         )
     _make_folders({os.path.dirname(_dest(base, ptr.kind, p)) for p in writes})
 
-    def write(path: str) -> os.stat_result:
+    cloning = _Cloning()
+
+    def write(path: str) -> tuple[os.stat_result, int]:
         dest = _dest(base, ptr.kind, path)
-        return _write_file(repo, expected[path], dest, _shown(target, ptr.kind, path))
+        return _write_file(repo, expected[path], dest, _shown(target, ptr.kind, path), cloning)
 
     # Large files on a pool while this thread writes the small ones: two threads creating small
     # files contend in the kernel and for the GIL (measured: slower than one).
     written = Listing()
-    for path, st in zip(writes, overlapped_map(write, plan.large, plan.small)):
+    for path, (st, cloned) in zip(writes, overlapped_map(write, plan.large, plan.small)):
         written.add(path, st)
         result.written += 1
         result.bytes_written += st.st_size
+        result.bytes_cloned += cloned
         progress.advance(st.st_size)
     for row in plan.chmods:
         dest = _dest(base, ptr.kind, row.path)
@@ -332,27 +340,43 @@ def _set_executable(dest: str, executable: bool) -> None:
     os.chmod(dest, (mode | 0o111) if executable else (mode & ~0o111))
 
 
-def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> os.stat_result:
-    """Build ``dest`` from verified chunks through a temp file beside it; its stat after."""
+@dataclass
+class _Cloning:
+    """Whether clones may work in this checkout: the first refusal (ext4, or a store on another
+    filesystem) turns them off, so the files after it do not each ask again."""
+
+    on: bool = True
+
+
+def _write_file(
+    repo: Repo, row: Row, dest: str, shown: str, cloning: _Cloning
+) -> tuple[os.stat_result, int]:
+    """Build ``dest`` from verified chunks through a temp file beside it; its stat after, and
+    how many of its bytes were cloned rather than copied."""
     folder, name = os.path.split(dest)
     # A random part too: a kill -9 leaves the temp file, and while its pid is ours again the
     # scan cannot tell it is an orphan, so O_EXCL would refuse this write ("File exists").
     tmp = f"{folder}/.{name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+    cloned: list[Span] = []
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if row.executable else 0o666)
         try:
             if len(row.chunks) == 1 and row.chunks[0][0] == row.hash:
                 data = repo.objects.read_chunk(row.hash)  # verified: chunk == file
                 _check_length(row.chunks[0], data, shown)
-                _write_all(fd, data)
+                _write_all(fd, data, 0)
             else:
+                if cloning.on and row.size >= ALIGN_MIN_SIZE:
+                    cloned = _clone(repo, row, fd, cloning)
                 h = hashing.hasher()
+                pos = 0
                 for chunk, data in zip(
                     row.chunks, repo.objects.read_chunks([cid for cid, _ in row.chunks])
                 ):
                     _check_length(chunk, data, shown)
-                    h.update(data)
-                    _write_all(fd, data)
+                    h.update(data)  # cloned bytes too: read, verified, just not written
+                    _write_around(fd, data, pos, cloned)
+                    pos += len(data)
                 if h.digest() != row.hash:
                     raise CorruptObjectError(
                         f"the chunks of {shown} do not hash to its recorded hash; "
@@ -367,7 +391,33 @@ def _write_file(repo: Repo, row: Row, dest: str, shown: str) -> os.stat_result:
     except BaseException:
         _unlink(tmp)
         raise
-    return os.lstat(dest)
+    return os.lstat(dest), sum(span.end - span.start for span in cloned)
+
+
+def _clone(repo: Repo, row: Row, fd: int, cloning: _Cloning) -> list[Span]:
+    """Clone what can be cloned of ``row`` into ``fd``; the spans cloned."""
+    cloned = []
+    for span in repo.objects.clonable(row.chunks):
+        if not repo.objects.clone(span, fd):
+            cloning.on = False
+            break
+        cloned.append(span)
+    return cloned
+
+
+def _write_around(fd: int, data: bytes, pos: int, cloned: list[Span]) -> None:
+    """Write ``data`` (the file's bytes from ``pos``) except the parts cloned spans hold."""
+    end = pos + len(data)
+    view = memoryview(data)
+    done = pos
+    for span in cloned:  # sorted, one or a few per pack the file's chunks lie in
+        if span.end <= done or span.start >= end:
+            continue
+        if span.start > done:
+            _write_all(fd, view[done - pos : span.start - pos], done)
+        done = min(span.end, end)
+    if done < end:
+        _write_all(fd, view[done - pos :], done)
 
 
 def _check_length(chunk: tuple[bytes, int], data: bytes, shown: str) -> None:
@@ -385,10 +435,12 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 def _remove(path: Path) -> None:

@@ -8,7 +8,7 @@ import time
 
 from cas import chunker, hashing
 from cas.errors import FileChangedError, PathError
-from cas.objects import PackWriter
+from cas.objects import ALIGN_MIN_SIZE, PackWriter
 from cas.rows import Row
 from cas.workspace import Entry
 
@@ -49,12 +49,13 @@ def hash_file(path: str, entry: Entry, shown: str, writer: PackWriter | None) ->
             h = hashing.hasher()
             found = []
             size = 0
+            aligned = entry.size >= ALIGN_MIN_SIZE
             with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
                 for view in chunker.cut_stream(f):
                     cid = hashing.digest(view)
                     h.update(view)
                     if writer is not None:
-                        writer.add(cid, view)
+                        writer.add(cid, view, at=size if aligned else None)
                     found.append((cid, len(view)))
                     size += len(view)
             file_hash = h.digest()

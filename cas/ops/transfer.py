@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from cas import hashing
 from cas import remote as remote_config
+from cas.clone import BLOCK
 from cas.errors import (
     CasError,
     CorruptObjectError,
@@ -574,13 +575,15 @@ def _coalesce(
     items: list[tuple[bytes, Location]],
 ) -> list[tuple[str, int, int, list[tuple[bytes, Location]]]]:
     """Adjacent chunks of one pack become one range GET (up to MAX_RANGE); a gap starts a new
-    one, so exactly the needed bytes are read."""
+    one, so only the needed bytes are read, bar the padding (under BLOCK) that aligns a large
+    file's chunks."""
     out: list[tuple[str, int, int, list[tuple[bytes, Location]]]] = []
     for cid, loc in sorted(items, key=lambda item: item[1].offset):
         if out:
             pack, start, length, chunks = out[-1]
-            if start + length == loc.offset and length + loc.length <= MAX_RANGE:
-                out[-1] = (pack, start, length + loc.length, [*chunks, (cid, loc)])
+            end = loc.offset + loc.length
+            if 0 <= loc.offset - (start + length) < BLOCK and end - start <= MAX_RANGE:
+                out[-1] = (pack, start, end - start, [*chunks, (cid, loc)])
                 continue
         out.append((loc.pack, loc.offset, loc.length, [(cid, loc)]))
     return out
