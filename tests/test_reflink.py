@@ -153,11 +153,10 @@ def test_edited_file_checks_out_both_versions_by_clone(xfs: Path) -> None:
 
 def test_corrupt_pack_is_refused_before_a_cloned_file_appears(xfs: Path) -> None:
     root = _project(xfs / "corrupt")
-    repo = Repo.discover(root)
-    rows = _rows(repo)
-    chunk = rows["big.bin"].chunks[10][0]
-    loc = repo.objects.index[chunk]
-    pack = repo.objects.local.path(pack_key(loc.pack))
+    with Repo.discover(root) as repo:  # closed: an open store lock would keep XFS mounted
+        chunk = _rows(repo)["big.bin"].chunks[10][0]
+        loc = repo.objects.index[chunk]
+        pack = repo.objects.local.path(pack_key(loc.pack))
     os.chmod(pack, 0o644)
     with open(pack, "r+b") as f:
         f.seek(loc.offset + loc.length // 2)
