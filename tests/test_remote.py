@@ -19,7 +19,7 @@ from cas.ops import transfer
 from cas.repo import Repo
 from cas.store.fsspec import FsspecStore
 from tests.conftest import CAS, cas, git, tree, write
-from tests.s3_server import SECRET_KEY, S3Server
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 
 
 def make_data(root: Path, seed: int = 7) -> None:
@@ -283,6 +283,37 @@ def test_kill_9_mid_push_then_rerun_completes(
     rerun = transfer.push(repo, jobs=4)
     assert rerun.manifests == 1 and rerun.packs < total
     assert ": ok" in cas(git_repo, "verify", "--remote", env=s3_server.env).stdout
+
+
+def test_put_file_in_one_buffer_or_streamed_arrives_whole(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file up to PUT_WHOLE (every pack) goes out as one bytearray PUT, a larger one through
+    s3fs's own upload; both arrive byte for byte, with the options every remote uses. A local
+    file that cannot be read is one line naming it."""
+    spec = remote.Remote(
+        "origin", f"s3://{s3_bucket}/cas", {"endpoint_url": s3_server.endpoint},
+        {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY},
+    )  # fmt: skip
+    store = spec.open()
+    data = random.Random(3).randbytes(3 << 20)
+    path = write(tmp_path / "pack", data)
+    store.put_file("packs/whole", path)
+    monkeypatch.setattr("cas.store.fsspec.PUT_WHOLE", 1 << 20)
+    store.put_file("packs/streamed", path)
+    assert store.get("packs/whole") == data and store.get("packs/streamed") == data
+    with pytest.raises(StorageError, match=r"cannot read .*absent"):
+        store.put_file("packs/absent", tmp_path / "absent")
+
+
+def test_ranges_merge_across_alignment_padding_only() -> None:
+    """Chunks apart by less than a block (a large file's alignment padding) are one range GET;
+    a wider gap (a chunk not wanted) starts another, so unwanted chunks are never read."""
+    locs = [("a", 0, 1000), ("b", 1000, 500), ("c", 1500 + 4000, 700), ("d", 6200 + 4096, 10)]
+    items = [(cid.encode(), objects.Location("p", off, n)) for cid, off, n in locs]
+    ranges = transfer._coalesce(items)
+    assert [(start, length) for _p, start, length, _c in ranges] == [(0, 6200), (10296, 10)]
+    assert [len(chunks) for *_r, chunks in ranges] == [3, 1]
 
 
 def test_transient_errors_are_retried_permanent_ones_are_not(
