@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from cas.config import CONFIG, LOCAL_CONFIG, Config
 from cas.errors import UsageError
 from cas.store.local import storage_error
+from cas.workspace import sweep, temp_name
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -249,7 +250,8 @@ def _edit(repo: Repo, local: bool, change: Any) -> None:
         raise UsageError(f"{path} is not UTF-8 text (byte {err.start}); fix or remove it") from None
     with repo.lock():
         change(parser)
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        sweep(path.parent)
+        tmp = Path(temp_name(path))
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 parser.write(f)

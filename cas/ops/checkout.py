@@ -29,10 +29,10 @@ from cas.ops.worktree import Worktree, read_worktree
 from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
-from cas.rows import Row, is_dotgit
+from cas.rows import Row
 from cas.state import settled, trusted
 from cas.store.local import storage_error
-from cas.workspace import TEMP_MARK, Listing
+from cas.workspace import Listing, temp_name
 
 if TYPE_CHECKING:
     from cas.manifest import TableRows
@@ -68,20 +68,20 @@ def checkout(
 ) -> CheckoutResult:
     """``subpath`` (relative to the target) limits the checkout to one subtree."""
     progress = progress or Silent()
-    if any(is_dotgit(part) for part in target.path.split("/")):
-        raise PathError(
-            f"{target.pointer} would write {target.path}, a Git folder: data there would be a "
-            "repository whose config runs commands; refusing (the pointer may be hostile)"
-        )
     ptr = repo.read_pointer(target, rev)
     result = CheckoutResult(target.path, target.pointer, ptr.manifest)
     if ptr.kind == "corpus":  # pinned in place at its URL: nothing to write locally
         _write_pointer_if_rev(repo, target, ptr, rev)
         return result
     tree = read_worktree(repo, target, expected=ptr.manifest)
+    # An earlier checkout left this target half done: only a whole-target checkout that
+    # succeeds clears that; one of a subtree leaves the rest as unfinished as it was.
+    unfinished = repo.checkouts.pending(target.path) is not None
     if tree.all_cached and _totals_match(ptr, tree):  # unchanged: no manifest read at all
         result.unchanged = len(tree.entries)
         _write_pointer_if_rev(repo, target, ptr, rev)
+        if unfinished and subpath is None:
+            repo.checkouts.done(target.path)
         return result
     expected = expected_rows(repo, target, ptr)
     _check_totals(ptr, expected, f"{rev}:{target.pointer}" if rev else target.pointer)
@@ -112,6 +112,8 @@ def checkout(
                 _lying(cid, size, _shown(target, ptr.kind, path),
                        f"the store holds {index[cid].length}")  # fmt: skip
 
+    if plan.deletes or writes or plan.chmods or plan.kind_clash:
+        repo.checkouts.begin(target.path, ptr.manifest)  # before the first change
     if plan.kind_clash:
         _remove(base)
     else:
@@ -153,6 +155,8 @@ def checkout(
     cached.extend(settled(written))
     repo.stat_cache.save(target.path, ptr.manifest, cached, len(expected))
     _write_pointer_if_rev(repo, target, ptr, rev)
+    if subpath is None or not unfinished:
+        repo.checkouts.done(target.path)
     return result
 
 
@@ -251,8 +255,8 @@ def _folding(folder: Path) -> tuple[bool, bool]:
     file is created, and looked up under its other spellings."""
     while not folder.is_dir():
         folder = folder.parent
-    name = f".Case-\u00e9{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"  # é in NFC
-    probe = folder / name
+    probe = Path(temp_name(folder / "Case-\u00e9"))  # é in NFC
+    name = probe.name
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as err:
@@ -353,10 +357,7 @@ def _write_file(
 ) -> tuple[os.stat_result, int]:
     """Build ``dest`` from verified chunks through a temp file beside it; its stat after, and
     how many of its bytes were cloned rather than copied."""
-    folder, name = os.path.split(dest)
-    # A random part too: a kill -9 leaves the temp file, and while its pid is ours again the
-    # scan cannot tell it is an orphan, so O_EXCL would refuse this write ("File exists").
-    tmp = f"{folder}/.{name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+    tmp = temp_name(dest)
     cloned: list[Span] = []
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if row.executable else 0o666)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from cas.errors import UsageError
 from cas.store.local import storage_error
+from cas.workspace import sweep, temp_name
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -54,7 +55,8 @@ def _ours(path: Path) -> bool:
 
 
 def _write(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    sweep(dest.parent)
+    tmp = Path(temp_name(dest))
     try:
         tmp.write_bytes(data)
         os.chmod(tmp, 0o755)
