@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,12 +113,13 @@ def checkout(
                 _lying(cid, size, _shown(target, ptr.kind, path),
                        f"the store holds {index[cid].length}")  # fmt: skip
 
-    if plan.deletes or writes or plan.chmods or plan.kind_clash:
-        repo.checkouts.begin(target.path, ptr.manifest)  # before the first change
+    mark = _Marker(repo, target.path, ptr.manifest)
     if plan.kind_clash:
+        mark()
         _remove(base)
     else:
         for p in plan.deletes:
+            mark()
             _remove(Path(_dest(base, ptr.kind, p)))
             result.deleted += 1
         _prune_empty_dirs(base, plan.deletes)
@@ -136,7 +138,9 @@ def checkout(
 
     def write(path: str) -> tuple[os.stat_result, int]:
         dest = _dest(base, ptr.kind, path)
-        return _write_file(repo, expected[path], dest, _shown(target, ptr.kind, path), cloning)
+        return _write_file(
+            repo, expected[path], dest, _shown(target, ptr.kind, path), cloning, mark
+        )
 
     # Large files on a pool while this thread writes the small ones: two threads creating small
     # files contend in the kernel and for the GIL (measured: slower than one).
@@ -148,6 +152,7 @@ def checkout(
         result.bytes_cloned += cloned
         progress.advance(st.st_size)
     for row in plan.chmods:
+        mark()
         dest = _dest(base, ptr.kind, row.path)
         _set_executable(dest, row.executable)
         written.add(row.path, os.lstat(dest))
@@ -352,8 +357,28 @@ class _Cloning:
     on: bool = True
 
 
+class _Marker:
+    """Writes the target's checkout marker (:class:`cas.state.CheckoutMarks`) once, just before
+    the first change to its tree (a deletion, a rename into place, a chmod): a checkout that
+    fails before changing anything (a hostile manifest refused at its first file) leaves no
+    marker. Called from the writer threads too, hence the lock."""
+
+    def __init__(self, repo: Repo, target: str, manifest_id: str) -> None:
+        self.repo, self.target, self.manifest_id = repo, target, manifest_id
+        self.written = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        if self.written:
+            return
+        with self._lock:
+            if not self.written:
+                self.repo.checkouts.begin(self.target, self.manifest_id)
+                self.written = True
+
+
 def _write_file(
-    repo: Repo, row: Row, dest: str, shown: str, cloning: _Cloning
+    repo: Repo, row: Row, dest: str, shown: str, cloning: _Cloning, mark: _Marker
 ) -> tuple[os.stat_result, int]:
     """Build ``dest`` from verified chunks through a temp file beside it; its stat after, and
     how many of its bytes were cloned rather than copied."""
@@ -385,6 +410,7 @@ def _write_file(
                     )
         finally:
             os.close(fd)
+        mark()
         os.replace(tmp, dest)
     except OSError as err:
         _unlink(tmp)

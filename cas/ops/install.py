@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,8 @@ def install(repo: Repo) -> InstallResult:
     git = repo.git
     git.run("config", "cas.python", sys.executable)
     git.run("config", "merge.cas.name", "cas: 3-way merge of the datasets pointers name")
-    git.run("config", "merge.cas.driver", f"'{sys.executable}' -m cas hook merge %O %A %B %P")
+    driver = f"{shlex.quote(sys.executable)} -m cas hook merge %O %A %B %P"  # run by a shell
+    git.run("config", "merge.cas.driver", driver)
     attributes = repo.root / ".gitattributes"
     text = attributes.read_text(encoding="utf-8") if attributes.exists() else ""
     if ATTRIBUTE not in text.splitlines():
