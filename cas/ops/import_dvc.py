@@ -71,7 +71,7 @@ def _yaml(path: Path, rel: str) -> Any:
     try:
         import yaml
     except ImportError:
-        raise missing_extra("yaml", "dvc") from None
+        raise missing_extra("PyYAML", "dvc") from None
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
