@@ -293,3 +293,46 @@ def test_lfs_unknown_pattern_names_the_known_ones(lfs_repo: tuple[Path, dict[str
     cas(root, "init")
     proc = cas(root, "import", "lfs", "*.zip", code=2)
     assert "*.zip" in proc.stderr and "*.bin" in proc.stderr and "assets/**" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile DVC records (written by hand: no DVC needed to forge one)
+
+
+def _forged(root: Path, out: str, listing: list[dict[str, str]] | None = None) -> None:
+    import hashlib
+    import json
+
+    cas(root, "init")
+    if listing is None:
+        (root / "x.dvc").write_text(f"outs:\n- md5: '{'0' * 32}'\n  path: {out}\n  hash: md5\n")
+        return
+    data = json.dumps(listing).encode()
+    md5 = hashlib.md5(data).hexdigest()
+    write(root / ".dvc/cache/files/md5" / md5[:2] / f"{md5[2:]}.dir", data)
+    (root / "x.dvc").write_text(f"outs:\n- md5: {md5}.dir\n  path: {out}\n  hash: md5\n")
+
+
+@pytest.mark.parametrize("out", ["../outside", ".git/hooks", ".cas/config"])
+def test_dvc_record_naming_a_path_outside_the_data_is_refused(git_repo: Path, out: str) -> None:
+    _forged(git_repo, out)
+    proc = cas(git_repo, "import", "dvc", code=2)
+    assert out.split("/")[0] in proc.stderr
+    assert (git_repo / "x.dvc").exists()
+    assert not [p for p in git_repo.glob("*.cas") if p.is_file()]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"relpath": "../../escape", "md5": "0" * 32},
+        {"relpath": "../sibling", "md5": "0" * 32},
+        {"relpath": "ok.txt", "md5": "../../../../etc/passwd"},
+    ],
+)
+def test_dvc_dir_listing_with_hostile_entries_is_refused(
+    git_repo: Path, entry: dict[str, str]
+) -> None:
+    _forged(git_repo, "data", [entry])
+    cas(git_repo, "import", "dvc", code=2)
+    assert not (git_repo / "data").exists() and not (git_repo / "data.cas").exists()

@@ -22,6 +22,7 @@ import configparser
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from cas.repo import Repo
 
 _SKIP_DIRS = {".git", ".dvc", ".cas"}
+_MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
 _BLOCK = 1 << 20
 
 
@@ -117,6 +119,8 @@ def outputs_of(repo: Repo, record: str) -> list[Output]:
         md5, path = entry.get("md5"), entry.get("path")
         if not isinstance(md5, str) or not isinstance(path, str):
             raise UsageError(f"{record}: an output without md5 or path; run 'dvc commit' first")
+        if not _MD5.fullmatch(md5.lower()):
+            raise UsageError(f"{record}: {md5!r} is not an md5; fix the record or rerun 'dvc add'")
         rel = os.path.normpath(f"{base}/{path}" if base else path).replace(os.sep, "/")
         target = repo.relpath(rel, repo.root)  # refuses escapes, .git and .cas
         outputs.append(Output(record, target, md5.lower(), entry.get("hash") != "md5"))
@@ -235,7 +239,10 @@ class _Planner:
             if not rel.startswith(f"{output.path}/"):
                 raise UsageError(f"DVC's file list of {output.path} names {relpath!r}; refused")
             listed.add(rel)
-            self._one(str(entry.get("md5", "")).lower(), output.legacy, rel, output.path)
+            md5 = str(entry.get("md5", "")).lower()
+            if not _MD5.fullmatch(md5) or md5.endswith(".dir"):
+                raise UsageError(f"DVC's file list of {output.path} gives {rel} no valid md5")
+            self._one(md5, output.legacy, rel, output.path)
         folder = self.repo.abspath(output.path)
         for top, _dirs, files in os.walk(folder):
             for name in files:
