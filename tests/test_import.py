@@ -336,3 +336,21 @@ def test_dvc_dir_listing_with_hostile_entries_is_refused(
     _forged(git_repo, "data", [entry])
     cas(git_repo, "import", "dvc", code=2)
     assert not (git_repo / "data").exists() and not (git_repo / "data.cas").exists()
+
+
+def test_dvc_record_with_glob_characters_unstages_only_itself(git_repo: Path) -> None:
+    """'git rm --cached -- *.dvc' would unstage every record: paths go to Git as literals."""
+    import hashlib
+
+    root = git_repo
+    for name, content in (("star", b"one\n"), ("other", b"two\n")):
+        write(root / name, content)
+        md5 = hashlib.md5(content).hexdigest()
+        record = "*.dvc" if name == "star" else "other.dvc"
+        (root / record).write_text(f"outs:\n- md5: {md5}\n  path: {name}\n  hash: md5\n")
+    git(root, "add", "--", "other.dvc", ":(literal)*.dvc")
+    cas(root, "init")
+    cas(root, "import", "dvc", "*.dvc")
+    index = git(root, "ls-files").split("\n")
+    assert "other.dvc" in index and "*.dvc" not in index and "star.cas" in index
+    assert not (root / "*.dvc").exists() and (root / "other.dvc").exists()

@@ -283,7 +283,8 @@ def import_dvc(
         if not record.endswith(".dvc"):
             continue
         with repo.lock():
-            repo.git.run("rm", "--cached", "--quiet", "--ignore-unmatch", "--", record)
+            literal = f":(literal){record}"  # a name with '*' must not match others
+            repo.git.run("rm", "--cached", "--quiet", "--ignore-unmatch", "--", literal)
             try:
                 repo.abspath(record).unlink(missing_ok=True)
             except OSError as err:

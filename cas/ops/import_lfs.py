@@ -166,7 +166,8 @@ def import_lfs(
     for target, members in _targets(repo, chosen, by_pattern, files):
         added = add_op.add(repo, target, progress, tracked_ok=True)
         with repo.lock():
-            repo.git.run("rm", "--cached", "--quiet", "--", *members)
+            # literal: a file named 'a*.bin' must not unstage every a...bin
+            repo.git.run("rm", "--cached", "--quiet", "--", *(f":(literal){m}" for m in members))
         kinds = sorted({sources[m] for m in members})
         results.append(
             ImportedLfs(
