@@ -123,7 +123,15 @@ class Repo:
             raise PathError(
                 f"{arg} is outside the repository {root}; move the data inside it"
             ) from None
-        return rel.as_posix()  # a target's folders cas and Git own are refused by _guard
+        text = rel.as_posix()
+        head = text.split("/", 1)[0]
+        if head == CAS_DIR or is_dotgit(head):  # callers that make no target rely on this
+            owner = f"cas's folder {CAS_DIR}" if head == CAS_DIR else f"Git's folder {head}"
+            raise PathError(
+                f"{text} is inside {owner}; refusing, with or without --force (if a commit "
+                f"holds it, remove it: git rm -- {shlex.quote(text)})"
+            )
+        return text
 
     def target(self, arg: str | Path, cwd: Path | None = None) -> Target:
         """``data``, ``data/`` or ``data.cas`` all name the same target. Every target, from the
