@@ -2,7 +2,13 @@
 
 Live is what the pointers of :mod:`cas.ops.roots` need, walked by :mod:`cas.ops.needs` (the walk
 push and verify use). A root whose objects are missing keeps what of it could be read and is
-reported (``unresolved``); gc never guesses.
+reported (``unresolved``); gc never guesses. What some commit reaches (any ref or reflog) beyond
+the scope stays live unless a configured remote's listing shows it there (``delete_unpushed``
+overrides): the scope chooses what may be dropped locally, never what may be lost.
+
+What a pack holds comes from :meth:`ObjectStore.pack_entries` (index file or trailer, verified
+against the pack id), never from an index file alone: a corrupt index file must not make live
+chunks look absent. A live chunk in no local pack and on no remote stops gc before it deletes.
 
 Local gc holds the store lock exclusively, so no add, checkout or fetch runs meanwhile. It deletes
 dead metadata objects first (a stat cache trusting a manifest checks that it still exists), then

@@ -735,18 +735,18 @@ def _repair_packs(
     deleted: a kill -9 at any point leaves the damaged pack or its replacement, and the rerun
     completes."""
     objects = repo.objects
-    index = objects.index
-    suspects = {index[c].pack for c in needed if c in index}
-    suspects.update(p for p in objects.pack_ids() if _unverifiable(repo, p))
     damaged: dict[str, list[tuple[bytes, int, int]] | None] = {}
-    for pack_id in sorted(suspects):
+    for pack_id in objects.pack_ids():
         try:
-            _verify_pack_file(repo.local.path(pack_key(pack_id)), pack_id, "the local store")
+            entries: list[tuple[bytes, int, int]] | None = objects.pack_entries(pack_id)
         except CorruptObjectError:
-            try:
-                damaged[pack_id] = objects.pack_entries(pack_id)
-            except CorruptObjectError:
-                damaged[pack_id] = None  # neither its index nor its trailer is sound
+            entries = None  # neither its index nor its trailer is sound
+        # every pack holding a needed chunk, not only the copy the index names: a rerun after a
+        # kill may find the damaged pack beside its sealed replacement
+        if entries is not None and not any(cid in needed for cid, _o, _n in entries):
+            continue
+        if entries is None or not _sound_pack(repo.local.path(pack_key(pack_id)), pack_id):
+            damaged[pack_id] = entries
     if not damaged:
         return
     view = RemoteView(repo, store, traffic, ("packs", "index"))
@@ -779,15 +779,6 @@ def _repair_packs(
         objects.close()
         repo.local.delete(index_key(pack_id))
         repo.local.delete(key)
-
-
-def _unverifiable(repo: Repo, pack_id: str) -> bool:
-    """A pack whose chunk list cannot be verified: the index leaves its chunks out."""
-    try:
-        repo.objects.pack_entries(pack_id)
-    except CorruptObjectError:
-        return True
-    return False
 
 
 # -- pull ----------------------------------------------------------------------------------------
