@@ -130,16 +130,10 @@ def encode_entries(entries: Iterable[tuple[bytes, int, int]]) -> bytes:
     return b"".join(_ENTRY.pack(cid, off, length) for cid, off, length in entries)
 
 
-def iter_entries(data: bytes | memoryview, where: str) -> Iterator[tuple[bytes, int, int]]:
-    """A pack table's entries one at a time: loading the index of 1,000,000 chunks through a
-    list would hold a tuple per chunk at once."""
+def decode_entries(data: bytes | memoryview, where: str) -> list[tuple[bytes, int, int]]:
     if len(data) % _ENTRY.size:
         raise CorruptObjectError(f"{where} is truncated; run 'cas fsck' to find damaged packs")
-    return _ENTRY.iter_unpack(data)
-
-
-def decode_entries(data: bytes | memoryview, where: str) -> list[tuple[bytes, int, int]]:
-    return list(iter_entries(data, where))
+    return list(_ENTRY.iter_unpack(data))
 
 
 def trailer_bytes(data: bytes, count: int) -> bytes:

@@ -390,7 +390,9 @@ def push(
                     result.packs += 1
                 progress.advance(size)
             if pack_id not in view.indexes:  # only after its pack: an index never names a
-                data = repo.local.get(index_key(pack_id))  # pack that is not there
+                # pack that is not there; its bytes come from the verified entries, never
+                # from a local index file unchecked
+                data = INDEX_MAGIC + encode_entries(repo.objects.pack_entries(pack_id))
                 store.put_bytes(index_key(pack_id), data)
                 traffic.count(len(data))
                 with lock:
