@@ -204,7 +204,7 @@ def verified_trailer(
 
 
 #: What a message about a damaged local object tells the user to run: it re-downloads every
-#: damaged object the pointers need from the remote (see cas.ops.transfer.repair_local).
+#: damaged object the pointers need from the remote (``cas.ops.transfer.fetch(repair=True)``).
 LOCAL_REPAIR = "run 'cas fetch --repair' to replace it from a remote"
 
 
