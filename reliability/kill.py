@@ -407,7 +407,7 @@ class Harness:
         from cas.objects import index_key, pack_key
         from cas.repo import Repo
 
-        cas(clone, "checkout")  # v2's data, as the pull template's rerun leaves it
+        cas(clone, "pull")  # v2's data, as the pull template's rerun leaves it
         with Repo.discover(clone) as repo:
             objects = repo.objects
             biggest = max(objects.pack_ids(), key=lambda p: repo.local.size(pack_key(p)))
