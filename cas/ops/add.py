@@ -122,7 +122,7 @@ def _store(
 
     hits = snapshot.matching(entries) if snapshot else None
     todo = array("q", (i for i, hit in enumerate(hits) if not hit)) if hits else range(len(entries))
-    sizes = entries.stats[0::3]
+    sizes = entries.sizes
     progress.start(f"adding {target.path}", sum(sizes[i] for i in todo))
     rows = manifest.RowColumns()
     checked = array("q", [_ALWAYS_TRUSTED]) * len(entries)  # when each file was seen unchanged
@@ -150,8 +150,8 @@ def _store(
         kept = old.filter(pc.is_in(old.column("path"), value_set=kept_paths))
         table = pa.concat_tables([kept, table]).sort_by("path")
     manifest_id = repo.store_manifest(table)
-    mtimes = entries.stats[1::3]
-    racy = {i for i in todo if not trustworthy(mtimes[i], checked[i])}
+    changed = entries.changed_ns()
+    racy = {i for i in todo if not trustworthy(changed[i], checked[i])}
     trusted = entries.subset(i for i in range(len(entries)) if i not in racy) if racy else entries
     repo.stat_cache.save(target.path, manifest_id, trusted, len(entries))
     return manifest_id, len(todo), writer.new_bytes
