@@ -87,6 +87,12 @@ class GitRepo:
         )
         return proc.stdout if proc.returncode == 0 else None
 
+    @functools.cached_property
+    def common_dir(self) -> Path:
+        """The Git folder every worktree of this clone shares (``.git`` of the main worktree;
+        a linked worktree's own ``.git`` is a file pointing into it)."""
+        return (self.root / self.run("rev-parse", "--git-common-dir").strip()).resolve()
+
     def head(self) -> str | None:
         """HEAD's commit; None before the first commit."""
         out = self.probe("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
