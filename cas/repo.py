@@ -266,7 +266,7 @@ class Repo:
             if ptr.kind == "corpus":  # files live at the corpus URL, not in the worktree
                 from cas import versions
 
-                prefix = versions.load_version(self, ptr.manifest).base or t.path
+                prefix = versions.load_pointed(self, ptr, t.pointer).base or t.path
             for path, row in sorted(expected_rows(self, t, ptr).items()):
                 listing.append(
                     {

@@ -64,7 +64,7 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
                 f"{target.pointer} is a '{ptr.kind}' pointer; remove it (git rm) to start an "
                 "append-only history, or use 'cas add' without --append-only"
             )
-        parent_id, parent = ptr.manifest, versions.load_version(repo, ptr.manifest)
+        parent_id, parent = ptr.manifest, versions.load_pointed(repo, ptr, target.pointer)
 
     snapshot = repo.stat_cache.load(target.path)
     if snapshot is None or parent_id is None or snapshot.manifest_id != parent_id:

@@ -434,7 +434,7 @@ def verify(
         raise UsageError(f"{pointer_arg} is not a corpus manifest; 'cas status' checks local data")
     src = open_source(version.base)
     jobs = jobs or DEFAULT_JOBS
-    picked = _sample(versions.dataset_of(repo, version), sample, seed)
+    picked = _sample(versions.dataset_of(repo, version), sample, seed, version.files)
     versions.check_paths(picked.column("path"), pointer_arg)
     rows = list(zip(*(picked[c].to_pylist() for c in ("path", "size", "hash"))))
     progress = progress or Silent()
@@ -461,10 +461,12 @@ def verify(
     return result
 
 
-def _sample(dataset: ds.Dataset, fraction: float, seed: int) -> pa.Table:
+def _sample(dataset: ds.Dataset, fraction: float, seed: int, files: int) -> pa.Table:
     """Stream the manifest, keeping each row with probability ``fraction`` from one seeded
     generator: memory is bounded by the sample, not the corpus. Batches come in a fixed order,
-    so a seed always picks the same files."""
+    so a seed always picks the same files. A sample is never empty when the corpus is not
+    (``--sample 0.01`` of 50 files usually keeps none, and a check of nothing proves nothing):
+    then one file, chosen by the same generator, is checked."""
     columns = ["path", "size", "hash"]
     if fraction >= 1:
         return dataset.to_table(columns=columns)
@@ -473,7 +475,14 @@ def _sample(dataset: ds.Dataset, fraction: float, seed: int) -> pa.Table:
         pa.Table.from_batches([b.filter(pa.array(rng.random(b.num_rows) < fraction))])
         for b in versions.iter_batches(dataset, columns)
     )
-    return versions.collect("corpus", columns, kept)
+    picked = versions.collect("corpus", columns, kept)
+    if picked.num_rows == 0 and files > 0:
+        one = int(rng.integers(files))
+        for batch in versions.iter_batches(dataset, columns):
+            if one < batch.num_rows:
+                return pa.Table.from_batches([batch.slice(one, 1)])
+            one -= batch.num_rows
+    return picked
 
 
 def log(repo: Repo, pointer_arg: str, rev: str | None = None) -> list[dict]:
