@@ -184,11 +184,13 @@ def _write_ini(parser: configparser.ConfigParser, path: Path, mode: int | None =
         raise storage_error(err, f"cannot write {path}") from err
 
 
-def _recorded(repo: Repo) -> configparser.ConfigParser:
-    """The clone's record, first brought up to date with the committed file: each remote
-    section the committed file has is copied whole (so an option unset there is unset here),
-    and its default remote too. Written only when something changed."""
-    committed = _read_ini(repo.cas_dir / CONFIG)
+def _recorded(
+    repo: Repo, committed: configparser.ConfigParser | None = None
+) -> configparser.ConfigParser:
+    """The clone's record, first brought up to date with the committed file (``committed``:
+    already read): each remote section the committed file has is copied whole (so an option
+    unset there is unset here), and its default remote too. Written only when it changed."""
+    committed = committed or _read_ini(repo.cas_dir / CONFIG)
     path = record_path(repo)
     record = _read_ini(path)
     changed = False
@@ -249,8 +251,8 @@ def remotes(repo: Repo) -> dict[str, Remote]:
     the clone's record remembers it."""
     parser = _parser(repo)
     _refuse_committed_secrets(repo)
-    record = _recorded(repo)
     committed = _read_ini(repo.cas_dir / CONFIG)
+    record = _recorded(repo, committed)
     found = {}
     only_recorded = [sect for sect in record.sections() if not parser.has_section(sect)]
     for sect in [*parser.sections(), *only_recorded]:
@@ -371,7 +373,8 @@ def modify(repo: Repo, name: str, key: str, value: str | None, local: bool = Fal
         if not parser.has_section(sect):
             # a remote only the clone's record knows (an older checkout): the committed file
             # gets all of it, not one option without a url
-            parser[sect] = {} if local else dict(recorded.items(sect))
+            known = not local and recorded.has_section(sect)
+            parser[sect] = dict(recorded.items(sect)) if known else {}
         if value is None:
             parser.remove_option(sect, key)
             return

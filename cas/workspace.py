@@ -129,11 +129,14 @@ class Listing(Sequence[Entry]):
     def __getitem__(self, i: int | slice) -> Entry | list[Entry]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return Entry(self.paths[i], *self.stats[WIDTH * i : WIDTH * i + WIDTH], bool(self.execs[i]))
+        s, j = self.stats, WIDTH * i
+        return Entry(self.paths[i], s[j], s[j + 1], s[j + 2], s[j + 3], bool(self.execs[i]))
 
     def __iter__(self) -> Iterator[Entry]:
-        for i in range(len(self.paths)):
-            yield self[i]
+        s, execs = self.stats, self.execs
+        for i, path in enumerate(self.paths):
+            j = WIDTH * i
+            yield Entry(path, s[j], s[j + 1], s[j + 2], s[j + 3], bool(execs[i]))
 
 
 def scan(root: Path, shown: str) -> Listing:
