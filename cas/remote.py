@@ -190,7 +190,8 @@ def _recorded(
     """The clone's record, first brought up to date with the committed file (``committed``:
     already read): each remote section the committed file has is copied whole (so an option
     unset there is unset here), and its default remote too. Written only when it changed."""
-    committed = committed or _read_ini(repo.cas_dir / CONFIG)
+    if committed is None:
+        committed = _read_ini(repo.cas_dir / CONFIG)
     path = record_path(repo)
     record = _read_ini(path)
     changed = False
