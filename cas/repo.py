@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from cas import flock, pointer
 from cas.config import Config, write_default
 from cas.errors import NotARepoError, PathError, UsageError
-from cas.gitio import GitRepo, gitignore_pattern
+from cas.gitio import GitRepo, gitignore_pattern, main_worktree
 from cas.objects import ObjectStore
 from cas.ops import add as add_op
 from cas.ops import checkout as checkout_op
@@ -68,7 +68,7 @@ class Repo:
             raise NotARepoError(f"cas is not initialised in {self.root}; run 'cas init'")
         self.config = Config(self.cas_dir)
         store_dir = self.config.get("core", "store")
-        store_root = (self.root / store_dir) if store_dir else self.cas_dir / "store"
+        store_root = (self.root / store_dir) if store_dir else self._default_store()
         self.local = LocalStore(
             store_root.resolve(), fsync=self.config.get_bool("core", "fsync", False)
         )
@@ -76,6 +76,16 @@ class Repo:
         self.stat_cache = StatCache(self.cas_dir / "state")
         self.checkouts = CheckoutMarks(self.cas_dir / "checkout")
         self._owned_cache: list[tuple[Path, str]] | None = None
+
+    def _default_store(self) -> Path:
+        """``.cas/store``; in a linked worktree (``git worktree add``) the main worktree's, so
+        every worktree of a clone reads and writes one store (as they share one ``.git``), and
+        a new worktree checks out without fetching anything. A main worktree where cas is not
+        initialised keeps its stores apart."""
+        main = main_worktree(self.root)
+        if main is not None and (main / CAS_DIR / "config").is_file():
+            return main / CAS_DIR / "store"
+        return self.cas_dir / "store"
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -344,7 +354,7 @@ class Repo:
             if ptr.kind == "corpus":  # files live at the corpus URL, not in the worktree
                 from cas import versions
 
-                prefix = versions.load_version(self, ptr.manifest).base or t.path
+                prefix = versions.load_pointed(self, ptr, t.pointer).base or t.path
             for path, row in sorted(expected_rows(self, t, ptr).items()):
                 listing.append(
                     {

@@ -152,7 +152,7 @@ def _store(
 
     hits = snapshot.matching(entries) if snapshot else None
     todo = array("q", (i for i, hit in enumerate(hits) if not hit)) if hits else range(len(entries))
-    sizes = entries.stats[0::3]
+    sizes = entries.sizes
     progress.start(f"adding {target.path}", sum(sizes[i] for i in todo))
     rows = manifest.RowColumns()
     checked = array("q", [_ALWAYS_TRUSTED]) * len(entries)  # when each file was seen unchanged
@@ -189,8 +189,8 @@ def _store(
         kept = old.filter(pc.is_in(old.column("path"), value_set=kept_paths))
         table = pa.concat_tables([kept, table]).sort_by("path")
     manifest_id = repo.store_manifest(table)
-    mtimes = entries.stats[1::3]
-    racy = {i for i in todo if not trustworthy(mtimes[i], checked[i])}
+    changed = entries.changed_ns()
+    racy = {i for i in todo if not trustworthy(changed[i], checked[i])}
     trusted = entries.subset(i for i in range(len(entries)) if i not in racy) if racy else entries
     repo.stat_cache.save(target.path, manifest_id, trusted, len(entries))
     return manifest_id, len(todo), new_bytes
@@ -210,20 +210,18 @@ def _store_on(
     from cas.ops.distribute import FileTask, batches, hash_file_task, run_windowed
 
     root, store = str(repo.root), str(repo.local.root)
-    stats = entries.stats
+    sizes = entries.sizes
     # Any store call takes the store's shared lock (gc waits until the manifest is written) and
     # creates the store's folder, which the workers check they can see.
     repo.local.exists("packs")
 
     def tasks() -> Iterator[FileTask]:
-        for part in batches([stats[3 * i] for i in todo]):
+        for part in batches([sizes[i] for i in todo]):
             items = []
             for j in part:
                 i = todo[j]
-                rel = entries.paths[i]
-                size, mtime_ns, ino = stats[3 * i : 3 * i + 3]
-                shown = file_path(repo, target, kind, rel)
-                items.append((i, shown, rel, size, mtime_ns, ino, bool(entries.execs[i])))
+                entry = entries[i]
+                items.append((i, file_path(repo, target, kind, entry.path), entry))
             yield FileTask(root, store, repo.local.fsync, tuple(items))
 
     new_bytes = 0
