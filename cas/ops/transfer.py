@@ -24,7 +24,6 @@ The remote is a Store with the local store's key layout, so a pack travels as on
 
 from __future__ import annotations
 
-import mmap
 import re
 import threading
 from collections import defaultdict
@@ -49,12 +48,11 @@ from cas.objects import (
     INDEX_MAGIC,
     PACK_MAGIC,
     Location,
+    PackReader,
     decode_entries,
     encode_entries,
     index_key,
     pack_key,
-    pack_trailer,
-    trailer_bytes,
 )
 from cas.ops.needs import (
     MetaObject,
@@ -90,6 +88,11 @@ MAX_RANGE = 8 * 1024 * 1024
 #: Remote index files are immutable (named by their pack id), so they are cached in the local
 #: store under this prefix and verified against the pack id once, when downloaded.
 REMOTE_INDEX_CACHE = "remote-index"
+#: How a push that found a corrupt local pack ends its error: it uploaded nothing of that pack.
+PUSH_FIX = (
+    "nothing of it was uploaded: run 'cas fsck' to list the damage, then 'cas fetch' to repair "
+    "it from a remote that holds its chunks"
+)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -384,20 +387,23 @@ def push(
         lock = threading.Lock()
 
         def send_pack(pack_id: str) -> None:
-            if pack_id not in view.packs:
-                path = repo.local.path(pack_key(pack_id))
-                size = path.stat().st_size
-                store.put_file(pack_key(pack_id), path)
-                traffic.count(size)
-                with lock:
-                    result.packs += 1
-                progress.advance(size)
-            if pack_id not in view.indexes:  # only after its pack: an index never names a
-                data = repo.local.get(index_key(pack_id))  # pack that is not there
-                store.put_bytes(index_key(pack_id), data)
-                traffic.count(len(data))
-                with lock:
-                    result.indexes += 1
+            """The pack streamed through the verifier, so what leaves is what was checked;
+            then its index, built from the checked trailer (never the local index file, which
+            nothing proves matches the pack)."""
+            path = repo.local.path(pack_key(pack_id))
+            with PackReader(path, pack_id, "in the local store", PUSH_FIX) as reader:
+                if pack_id not in view.packs:
+                    store.put_reader(pack_key(pack_id), reader, reader.size)
+                    traffic.count(reader.size)
+                    with lock:
+                        result.packs += 1
+                    progress.advance(reader.size)
+                if pack_id not in view.indexes:  # only after its pack: an index never names
+                    data = INDEX_MAGIC + encode_entries(reader.entries)  # a pack not there
+                    store.put_bytes(index_key(pack_id), data)
+                    traffic.count(len(data))
+                    with lock:
+                        result.indexes += 1
 
         map_jobs(send_pack, packs, jobs)
         progress.finish()
@@ -590,25 +596,11 @@ def _coalesce(
 
 
 def _verify_pack_file(path: Path, pack_id: str, where: str) -> list[tuple[bytes, int, int]]:
-    """Check a pack as ``cas fsck`` does: trailer, pack id, every chunk. Memory-mapped, so a
-    32 MiB pack is not copied into the heap."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        try:
-            entries = pack_trailer(data, pack_id)  # type: ignore[arg-type]
-        except CorruptObjectError as err:
-            raise CorruptObjectError(f"pack {pack_id} on {where} is corrupt: {err}") from None
-        if hashing.digest(trailer_bytes(data, len(entries))).hex() != pack_id:  # type: ignore[arg-type]
-            raise CorruptObjectError(
-                f"pack {pack_id} on {where} is corrupt: its trailer does not hash to its name; "
-                "nothing was stored: re-push it from a clone that holds it"
-            )
-        for cid, off, length in entries:
-            if hashing.digest(data[off : off + length]) != cid:
-                raise CorruptObjectError(
-                    f"pack {pack_id} on {where} is corrupt: chunk {cid.hex()} has wrong bytes; "
-                    "nothing was stored: re-push it from a clone that holds it"
-                )
-    return entries
+    """Check a downloaded pack as ``cas fsck`` does (trailer, pack id, every chunk), one piece
+    at a time, so a 32 MiB pack is never whole in memory."""
+    fix = "nothing was stored: re-push it from a clone that holds it"
+    with PackReader(path, pack_id, f"on {where}", fix) as reader:
+        return reader.check_all()
 
 
 def _download_pack(repo: Repo, store: FsspecStore, pack_id: str) -> int:
