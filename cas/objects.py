@@ -20,12 +20,13 @@ import io
 import os
 import struct
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cas import hashing
 from cas.clone import BLOCK, clone_range
@@ -359,12 +360,23 @@ class PackWriter:
     ``repack`` (gc) copies chunks the store already holds, so it skips the "already stored" check,
     and fsyncs even when ``core.fsync`` is off: the old pack is deleted once the new one is sealed,
     and a power cut must not take both. ``sealed`` lists the packs written.
+
+    ``staging`` (``cas add --to-remote``) sends each sealed pack elsewhere and takes it out of the
+    local store: every thread then fills one shared pack, and a seal waits for the previous
+    pack's upload, so at most two packs are ever on disk (one filling, one uploading); a chunk
+    the staging's remote already holds is not stored again.
     """
 
-    def __init__(self, objects: ObjectStore, repack: bool = False) -> None:
+    def __init__(
+        self, objects: ObjectStore, repack: bool = False, staging: Staging | None = None
+    ) -> None:
         self.objects = objects
         self.repack = repack
-        self._local = threading.local()
+        self.staging = staging
+        self._local: threading.local | types.SimpleNamespace = (
+            threading.local() if staging is None else types.SimpleNamespace(pack=None)
+        )
+        self._shared = threading.Lock() if staging is not None else contextlib.nullcontext()
         self._open: list[_OpenPack] = []
         self._pending: set[bytes] = set()
         self._lock = threading.Lock()
@@ -401,8 +413,15 @@ class PackWriter:
         with self._lock:
             if chunk_id in self._pending or (not self.repack and self.objects.has_chunk(chunk_id)):
                 return False
+            if self.staging is not None and self.staging.has_chunk(chunk_id):
+                return False
             self._pending.add(chunk_id)
             self.new_bytes += len(data)
+        with self._shared:
+            self._append(chunk_id, data, at)
+        return True
+
+    def _append(self, chunk_id: bytes, data: bytes | memoryview, at: int | None) -> None:
         pack: _OpenPack | None = getattr(self._local, "pack", None)
         try:
             if pack is None:
@@ -423,7 +442,6 @@ class PackWriter:
         if pack.offset >= PACK_TARGET_SIZE:
             self._local.pack = None
             self._seal(pack)
-        return True
 
     def _seal(self, pack: _OpenPack) -> None:
         with self._lock:
@@ -436,6 +454,9 @@ class PackWriter:
             _discard(pack)
             raise storage_error(err, self._cannot_write) from err
         pack_id = hashing.digest(trailer).hex()
+        if self.staging is not None:
+            for fut in self._sealing:  # the previous pack is uploaded before another is sealed
+                fut.result()
         self._sealing.append(self._sealer.submit(self._commit, pack, pack_id))
 
     def _commit(self, pack: _OpenPack, pack_id: str) -> None:
@@ -447,11 +468,27 @@ class PackWriter:
         except OSError as err:
             pack.path.unlink(missing_ok=True)
             raise storage_error(err, self._cannot_write) from err
+        if self.staging is not None:
+            # Sealed under its name first: a kill -9 or a network failure during the upload
+            # leaves an ordinary local pack (its index is rebuilt from its trailer), which the
+            # rerun's push sends. Its chunks stay pending: later packs of this add skip them.
+            self.staging.upload(pack_id, self.objects.local.path(pack_key(pack_id)))
+            self.objects.local.delete(pack_key(pack_id))
+            self.sealed.append(pack_id)
+            return
         self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + pack.table)
         if self.objects.register(pack_id, _ENTRY.iter_unpack(pack.table)):
             with self._lock:  # the index knows them now: the pending set need not
                 self._pending.difference_update(c for c, _o, _n in _ENTRY.iter_unpack(pack.table))
         self.sealed.append(pack_id)
+
+
+class Staging(Protocol):
+    """Where ``cas add --to-remote`` sends sealed packs (:class:`cas.ops.transfer.Staging`)."""
+
+    def has_chunk(self, chunk_id: bytes) -> bool: ...
+
+    def upload(self, pack_id: str, path: Path) -> None: ...
 
 
 class ObjectStore:
@@ -508,8 +545,8 @@ class ObjectStore:
         index = self.index
         return {cid for cid in chunk_ids if cid not in index}
 
-    def writer(self, repack: bool = False) -> PackWriter:
-        return PackWriter(self, repack)
+    def writer(self, repack: bool = False, staging: Staging | None = None) -> PackWriter:
+        return PackWriter(self, repack, staging)
 
     # -- chunk reads -------------------------------------------------------------------------
     def _fd(self, pack_id: str) -> int:

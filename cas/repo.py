@@ -222,11 +222,26 @@ class Repo:
         return self.git.exists_at(rev, target.pointer)
 
     # -- the operations ----------------------------------------------------------------------
-    def add(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
-        """Track folders or files: store their chunks, write and stage their pointers."""
+    def add(
+        self,
+        paths: Sequence[str | Path],
+        progress: Progress | None = None,
+        to_remote: bool = False,
+        remote: str | None = None,
+    ) -> list[AddResult]:
+        """Track folders or files: store their chunks, write and stage their pointers.
+        ``to_remote``: new chunks go to ``remote`` (default: the default remote) instead of the
+        local store, which keeps only the manifests (docs/remotes.md, "add --to-remote")."""
         if not paths:
             raise UsageError("name at least one folder or file to add")
-        return [add_op.add(self, self.target(p), progress) for p in paths]
+        staging = None
+        if to_remote:
+            from cas.ops.transfer import Staging  # lazily: imports fsspec
+
+            staging = Staging(self, remote)
+        elif remote is not None:
+            raise UsageError("-r/--remote names where --to-remote sends the data; add --to-remote")
+        return [add_op.add(self, self.target(p), progress, staging) for p in paths]
 
     def status(self, paths: Sequence[str | Path] = ()) -> list[TargetStatus]:
         return [status_op.status(self, t) for t in self.targets(paths)]

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from cas.errors import CorruptObjectError
 from cas.objects import PACK_PIECE, PackReader, index_key, pack_key
 from cas.repo import Repo
 from cas.store.fsspec import FsspecStore
-from tests.conftest import cas, git, tree, write
+from tests.conftest import CAS, cas, git, tree, write
 from tests.test_remote import clone
 
 
@@ -144,24 +143,16 @@ def test_push_sends_the_index_of_the_checked_pack_not_the_local_file(
 
 
 def peak_rss_mib(cwd: Path, *args: str, env: dict[str, str]) -> tuple[float, str]:
-    """Run the real CLI and return its own peak RSS (MiB) and stdout."""
-    code = (
-        "import resource, runpy, sys\n"
-        "try:\n"
-        "    runpy.run_module('cas', run_name='__main__', alter_sys=True)\n"
-        "finally:\n"
-        "    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
-    assert proc.returncode == 0, proc.stderr
-    kib = int(proc.stderr.rsplit("maxrss", 1)[1].split()[0])
-    return kib / 1024, proc.stdout
+    """Run the real CLI; return its peak RSS in MiB (from wait4, the child's own rusage) and
+    its stdout."""
+    out, err = cwd.parent / "rss.out", cwd.parent / "rss.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [*CAS, *args], cwd=cwd, stdout=stdout, stderr=stderr, env={**os.environ, **env}
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, err.read_text()
+    return usage.ru_maxrss / 1024, out.read_text()
 
 
 def test_push_and_pull_memory_is_bounded_whatever_the_jobs(

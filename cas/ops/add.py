@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cas.errors import PathError
 from cas.ops.hashfile import hash_file
+from cas.ops.needs import Need
 from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
@@ -24,6 +25,7 @@ from cas.state import trustworthy
 from cas.workspace import Listing, refuse, scan
 
 if TYPE_CHECKING:
+    from cas.objects import Staging
     from cas.repo import Repo, Target
     from cas.state import StatSnapshot
 
@@ -41,6 +43,7 @@ class AddResult:
     hashed_files: int
     new_bytes: int
     pointer_changed: bool
+    remote: str | None = None  # --to-remote: where the new bytes went instead of the store
 
 
 def working_entries(
@@ -78,7 +81,12 @@ def refuse_git_tracked(repo: Repo, target: Target) -> None:
         )
 
 
-def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResult:
+def add(
+    repo: Repo, target: Target, progress: Progress | None = None, staging: Staging | None = None
+) -> AddResult:
+    """``staging`` (``cas add --to-remote``): new packs go to its remote and leave the local
+    store, and the manifest reaches the remote before the pointer names it, so a pointer that
+    is written can be fetched by every clone; a failure before that leaves the old pointer."""
     progress = progress or Silent()
     refuse_git_tracked(repo, target)
     kind, entries = working_entries(repo, target)
@@ -90,15 +98,19 @@ def add(repo: Repo, target: Target, progress: Progress | None = None) -> AddResu
     if snapshot and snapshot.unchanged(entries):
         manifest_id, hashed, new_bytes = snapshot.manifest_id, 0, 0
     else:
-        manifest_id, hashed, new_bytes = _store(repo, target, kind, entries, snapshot, progress)
+        manifest_id, hashed, new_bytes = _store(
+            repo, target, kind, entries, snapshot, progress, staging
+        )
     ptr = Pointer(kind, manifest_id, total, len(entries))
+    if staging is not None:
+        staging.finish(Need(target.pointer, target.pointer, ptr.kind, manifest_id))
     with repo.lock():
         changed = repo.write_pointer(target, ptr)
         gitignore = repo.ignore(target)
         repo.git.stage([target.pointer, gitignore])
-    return AddResult(
-        target.path, target.pointer, manifest_id, len(entries), total, hashed, new_bytes, changed
-    )
+    remote = staging.spec.name if staging is not None else None
+    return AddResult(target.path, target.pointer, manifest_id, len(entries), total, hashed,
+                     new_bytes, changed, remote)  # fmt: skip
 
 
 def _store(
@@ -108,6 +120,7 @@ def _store(
     entries: Listing,
     snapshot: StatSnapshot | None,
     progress: Progress,
+    staging: Staging | None = None,
 ) -> tuple[str, int, int]:
     """Hash what the stat cache cannot vouch for, store new chunks and the manifest, and
     refresh the cache. Returns (manifest id, files hashed, new bytes stored).
@@ -126,7 +139,7 @@ def _store(
     progress.start(f"adding {target.path}", sum(sizes[i] for i in todo))
     rows = manifest.RowColumns()
     checked = array("q", [_ALWAYS_TRUSTED]) * len(entries)  # when each file was seen unchanged
-    with repo.objects.writer() as writer:
+    with repo.objects.writer(staging=staging) as writer:
         root = str(repo.root)
 
         def one(i: int) -> tuple[int, Row, int]:

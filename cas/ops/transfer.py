@@ -387,23 +387,13 @@ def push(
         lock = threading.Lock()
 
         def send_pack(pack_id: str) -> None:
-            """The pack streamed through the verifier, so what leaves is what was checked;
-            then its index, built from the checked trailer (never the local index file, which
-            nothing proves matches the pack)."""
             path = repo.local.path(pack_key(pack_id))
-            with PackReader(path, pack_id, "in the local store", PUSH_FIX) as reader:
-                if pack_id not in view.packs:
-                    store.put_reader(pack_key(pack_id), reader, reader.size)
-                    traffic.count(reader.size)
-                    with lock:
-                        result.packs += 1
-                    progress.advance(reader.size)
-                if pack_id not in view.indexes:  # only after its pack: an index never names
-                    data = INDEX_MAGIC + encode_entries(reader.entries)  # a pack not there
-                    store.put_bytes(index_key(pack_id), data)
-                    traffic.count(len(data))
-                    with lock:
-                        result.indexes += 1
+            sent, _index = send_local_pack(store, path, pack_id, pack_id not in view.packs,
+                                   pack_id not in view.indexes, traffic)  # fmt: skip
+            with lock:
+                result.packs += pack_id not in view.packs
+                result.indexes += pack_id not in view.indexes
+            progress.advance(sent)
 
         map_jobs(send_pack, packs, jobs)
         progress.finish()
@@ -423,6 +413,56 @@ def push(
         result.manifests, result.versions, result.segments = counts(to_send)
     result.requests, result.bytes = traffic.requests, traffic.bytes
     return result
+
+
+def send_local_pack(
+    store: FsspecStore, path: Path, pack_id: str, pack: bool, index: bool, traffic: Traffic
+) -> int:
+    """Upload a local pack (if ``pack``) streamed through the verifier, so what leaves is what
+    was checked, then (if ``index``) its index file built from the checked trailer, never the
+    local index file, which nothing proves matches the pack; only after its pack, so a remote
+    index never names a pack that is not there. Returns the pack bytes sent and the index."""
+    with PackReader(path, pack_id, "in the local store", PUSH_FIX) as reader:
+        if pack:
+            store.put_reader(pack_key(pack_id), reader, reader.size)
+            traffic.count(reader.size)
+        data = INDEX_MAGIC + encode_entries(reader.entries)
+        if index:
+            store.put_bytes(index_key(pack_id), data)
+            traffic.count(len(data))
+        return (reader.size if pack else 0), data
+
+
+class Staging:
+    """The remote side of ``cas add --to-remote``: the add's :class:`PackWriter` hands each
+    sealed pack to :meth:`upload` (pack, then index, as push sends them) and deletes it locally;
+    :meth:`finish` pushes the manifest (and any local pack a killed earlier run left), before the
+    pointer names it. A chunk the remote already holds (in a listed pack with an index) is not
+    stored again."""
+
+    def __init__(self, repo: Repo, remote: str | None, jobs: int = DEFAULT_JOBS) -> None:
+        self.repo = repo
+        self.spec = remote_config.resolve(repo, remote)
+        self.store = self.spec.open()
+        self.traffic = Traffic()
+        self.store.clean_tmp()
+        view = RemoteView(repo, self.store, self.traffic, ("packs", "index"))
+        if not view.has_layout:
+            self.store.put_bytes(LAYOUT_KEY, LAYOUT)
+        self._chunks = {c for c, loc in view.chunks(jobs).items() if loc.pack in view.packs}
+        self.packs = 0
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return chunk_id in self._chunks
+
+    def upload(self, pack_id: str, path: Path) -> None:
+        _sent, index = send_local_pack(self.store, path, pack_id, True, True, self.traffic)
+        # what a later push or fetch reads of the remote's index, without downloading it
+        self.repo.local.put_bytes(f"{REMOTE_INDEX_CACHE}/{pack_id}", index)
+        self.packs += 1
+
+    def finish(self, need: Need) -> PushResult:
+        return push(self.repo, remote=self.spec.name, needs=[need])
 
 
 # -- fetch ---------------------------------------------------------------------------------------
