@@ -171,3 +171,109 @@ def test_push_and_pull_memory_is_bounded_whatever_the_jobs(
     assert rss < 250, f"fetch peaked at {rss:.0f} MiB"
     cas(other, "checkout", env=env)
     assert tree(other / "data") == tree(git_repo / "data")
+
+
+def count_staged(store: Path) -> int:
+    """Packs a store holds, sealed or being filled (temp files)."""
+    return len(list((store / "packs").rglob("*/*"))) + len(list((store / "tmp").glob("*")))
+
+
+def test_add_to_remote_keeps_at_most_two_packs_and_clones_get_the_data(
+    git_repo: Path,
+    tmp_path: Path,
+    remote_url: tuple[str, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``add --to-remote`` of data worth ~20 packs: at every upload the local store holds at
+    most two packs (the one uploading, the one filling), none after; the manifest is on the
+    remote, so another clone pulls byte-identical data, and this clone checks out on demand.
+    A second add of the same data plus one new file stores only the new file's chunk (the
+    remote's index dedups)."""
+    url, env = remote_url
+    monkeypatch.setattr(objects, "PACK_TARGET_SIZE", 200_000)
+    big_repo_files(git_repo, count=12)
+    cas(git_repo, "init")
+    cas(git_repo, "remote", "add", "origin", url, env=env)
+    from cas.ops import transfer
+
+    seen: list[int] = []
+    upload = transfer.Staging.upload
+
+    def counting(self: transfer.Staging, pack_id: str, path: Path) -> None:
+        seen.append(count_staged(git_repo / ".cas/store"))
+        upload(self, pack_id, path)
+
+    monkeypatch.setattr(transfer.Staging, "upload", counting)
+    repo = Repo.discover(git_repo)
+    [result] = repo.add(["data"], to_remote=True)
+    repo.close()
+    assert result.remote == "origin" and len(seen) >= 10
+    assert max(seen) <= 2, seen
+    assert count_staged(git_repo / ".cas/store") == 0
+    store = repo_remote(Repo.discover(git_repo))
+    assert len(list(store.list("packs/"))) == len(seen)
+    assert [k.rsplit("/", 1)[1] for k in store.list("manifests/")] == [result.manifest]
+    git(git_repo, "commit", "-qm", "data")
+    other = clone(git_repo, tmp_path / "clone")
+    cas(other, "pull", env=env)
+    assert tree(other / "data") == tree(git_repo / "data")
+    expected = tree(git_repo / "data")
+    (git_repo / "data" / "f00.bin").unlink()
+    cas(git_repo, "checkout", env=env)  # fetched on demand from the default remote
+    assert tree(git_repo / "data") == expected
+    write(git_repo / "data" / "new.txt", "new\n")
+    out = cas(git_repo, "add", "data", "--to-remote", "--json", env=env).stdout
+    assert json.loads(out)[0]["new_bytes"] == 4
+
+
+def big_repo_files(root: Path, count: int) -> None:
+    rng = random.Random(9)
+    for i in range(count):
+        write(root / "data" / f"f{i:02}.bin", rng.randbytes(300_000 + i))
+
+
+def test_add_to_remote_survives_a_server_outage(
+    git_repo: Path, tmp_path: Path, own_s3_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops after the first pack of an ``add --to-remote``: one line naming the
+    remote, exit 7, no pointer written and no manifest on the remote; after a restart the
+    rerun completes (what the first run sealed locally is pushed) and a clone pulls exact
+    data."""
+    server = own_s3_server
+    server.create_bucket("outage")  # type: ignore[attr-defined]
+    env = server.env  # type: ignore[attr-defined]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(objects, "PACK_TARGET_SIZE", 200_000)
+    big_repo_files(git_repo, count=8)
+    cas(git_repo, "init")
+    cas(git_repo, "remote", "add", "origin", "s3://outage/cas", env=env)
+    from cas.errors import StorageError
+    from cas.ops import transfer
+
+    upload = transfer.Staging.upload
+    calls: list[str] = []
+
+    def stop_after_first(self: transfer.Staging, pack_id: str, path: Path) -> None:
+        calls.append(pack_id)
+        if len(calls) == 2:
+            server.stop()  # type: ignore[attr-defined]
+        upload(self, pack_id, path)
+
+    monkeypatch.setattr(transfer.Staging, "upload", stop_after_first)
+    monkeypatch.setattr("cas.store.fsspec.BACKOFF_CAP_SECONDS", 0.2)
+    repo = Repo.discover(git_repo)
+    with pytest.raises(StorageError, match="cannot reach remote 'origin'"):
+        repo.add(["data"], to_remote=True)
+    repo.close()
+    assert not (git_repo / "data.cas").exists()
+    server.start()  # type: ignore[attr-defined]
+    store = repo_remote(Repo.discover(git_repo))
+    assert not list(store.list("manifests/"))
+    monkeypatch.setattr(transfer.Staging, "upload", upload)
+    cas(git_repo, "add", "data", "--to-remote", env=env)
+    git(git_repo, "commit", "-qm", "data")
+    assert ": ok" in cas(git_repo, "verify", "--remote", "--deep", env=env).stdout
+    other = clone(git_repo, tmp_path / "clone")
+    cas(other, "pull", env=env)
+    assert tree(other / "data") == tree(git_repo / "data")
