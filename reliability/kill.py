@@ -52,7 +52,9 @@ from typing import Any
 from cas.workspace import TEMP_MARK
 
 CAS = [sys.executable, "-m", "cas"]
-OP_NAMES = ("add", "checkout", "push", "pull", "gc", "snapshot-query")
+OP_NAMES = ("add", "checkout", "push", "pull", "gc", "snapshot-query", "add-to-remote")
+#: ops that are an option of a command: the command and the option its help must list
+OPTION_OPS = {"add-to-remote": ("add", "--to-remote")}
 
 # Enough work that the commands outlast their start-up by several tenths of a second on a
 # 2-core machine, small enough that a trial (copy, command, fsck, rerun, checks) takes ~2 s.
@@ -310,6 +312,13 @@ class Harness:
             "push": Op("push", "proj", ["push"], data_is_v2, self._push_done),
             "pull": Op("pull", "clone", ["pull"], self._data_moving, self._data_done),
             "gc": Op("gc", "proj", ["gc"], data_is_v2, self._gc_done),
+            "add-to-remote": Op(
+                "add-to-remote",
+                "proj",
+                ["add", "data", "--to-remote"],
+                self._add_moving,
+                self._add_to_remote_done,
+            ),
             "snapshot-query": Op(
                 "snapshot-query",
                 "snap",
@@ -347,6 +356,7 @@ class Harness:
         cas(proj, "push")
         set_tree(proj / "data", self.v2)
         self._save("add", "proj")
+        self._save("add-to-remote", "proj", "remote")
         cas(proj, "add", "data")
         git(proj, "commit", "-qm", "v2")
         self.pointer_v1 = git(proj, "show", "HEAD~1:data.cas")
@@ -413,6 +423,10 @@ class Harness:
         if run(["git", "show", ":data.cas"], cwd).stdout != self.pointer_v2:
             problems.append("the v2 pointer is not staged")
         return problems
+
+    def _add_to_remote_done(self, cwd: Path) -> list[str]:
+        """As add, and the remote holds everything the staged pointer needs, checked deep."""
+        return self._add_done(cwd) + self._push_done(cwd)
 
     def _push_done(self, cwd: Path) -> list[str]:
         proc = run([*CAS, "verify", "--remote", "--deep"], cwd)
@@ -521,8 +535,11 @@ class Harness:
 
 
 def available(op: str) -> bool:
-    """Whether this cas has the command (``gc`` arrived late; the loop is ready for it)."""
-    return run([*CAS, op, "--help"], Path.cwd()).returncode == 0
+    """Whether this cas has the command (``gc`` arrived late; the loop is ready for it), and
+    the option of an option op."""
+    command, option = OPTION_OPS.get(op, (op, ""))
+    proc = run([*CAS, command, "--help"], Path.cwd())
+    return proc.returncode == 0 and option in proc.stdout
 
 
 def startup_seconds() -> float:

@@ -210,9 +210,10 @@ class FsspecStore:
         self._put_via_temp(key, put)
 
     def put_file(self, key: str, path: Path) -> None:
-        """Upload a local file; it is read, never consumed (the local store keeps its pack).
+        """Upload a local file; it is read, never consumed. Push sends metadata objects this
+        way; packs go through :meth:`put_reader`, which never holds one whole.
 
-        To an object store, a file of up to PUT_WHOLE bytes (every pack) is read here, on the
+        To an object store, a file of up to PUT_WHOLE bytes is read here, on the
         caller's thread, into a ``bytearray`` sent as one PUT. fsspec's async backends run every
         request on one event-loop thread, which a push kept busy when it also read each pack
         there and copied it twice (botocore wraps ``bytes`` in a BytesIO, which aiohttp copies
