@@ -236,17 +236,9 @@ class PackReader(io.RawIOBase):
         return self._served
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self.failure is not None:
-            raise self.failure
-        if self._at == len(self._piece):
-            if self._checked >= self.size:
-                return 0
-            self._check_next_piece()
-        n = min(len(buffer), len(self._piece) - self._at)
-        buffer[:n] = self._piece[self._at : self._at + n]
-        self._at += n
-        self._served += n
-        return n
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` checked bytes (at most the rest of one piece; ``-1``: the rest of
@@ -256,9 +248,16 @@ class PackReader(io.RawIOBase):
             while chunk := self.read(PACK_PIECE):
                 out += chunk
             return bytes(out)
-        buffer = bytearray(min(size, PACK_PIECE))
-        n = self.readinto(buffer)
-        return bytes(memoryview(buffer)[:n])
+        if self.failure is not None:
+            raise self.failure
+        if self._at == len(self._piece):
+            if self._checked >= self.size:
+                return b""
+            self._check_next_piece()
+        out = bytes(self._piece[self._at : self._at + size])  # the one copy: HTTP wants bytes
+        self._at += len(out)
+        self._served += len(out)
+        return out
 
     def close(self) -> None:
         self._file.close()
