@@ -40,6 +40,8 @@ from cas.state import StatCache
 from cas.store.local import LocalStore, storage_error
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     import pyarrow as pa
 
 CAS_DIR = ".cas"
@@ -226,22 +228,36 @@ class Repo:
         self,
         paths: Sequence[str | Path],
         progress: Progress | None = None,
+        *,
+        executor: str | Executor | None = None,
         to_remote: bool = False,
         remote: str | None = None,
     ) -> list[AddResult]:
         """Track folders or files: store their chunks, write and stage their pointers.
+
+        ``executor`` hashes on a cluster (docs/scaling.md): a Dask scheduler address
+        (``tcp://host:8786``), ``processes[:N]``, ``local``, or any
+        ``concurrent.futures.Executor`` whose workers see the repository and the store at the
+        same paths. Default: ``core.executor`` of .cas/config, else this process.
         ``to_remote``: new chunks go to ``remote`` (default: the default remote) instead of the
-        local store, which keeps only the manifests (docs/remotes.md, "add --to-remote")."""
+        local store, which keeps only the manifests (docs/remotes.md, "add --to-remote"); it
+        hashes in this process."""
         if not paths:
             raise UsageError("name at least one folder or file to add")
-        staging = None
+        if remote is not None and not to_remote:
+            raise UsageError("-r/--remote names where --to-remote sends the data; add --to-remote")
         if to_remote:
+            if executor is not None:
+                raise UsageError("--to-remote hashes in this process; drop --executor")
             from cas.ops.transfer import Staging  # lazily: imports fsspec
 
             staging = Staging(self, remote)
-        elif remote is not None:
-            raise UsageError("-r/--remote names where --to-remote sends the data; add --to-remote")
-        return [add_op.add(self, self.target(p), progress, staging) for p in paths]
+            return [add_op.add(self, self.target(p), progress, None, staging) for p in paths]
+        from cas.ops.distribute import executor_for  # lazily: only a cluster add needs it
+
+        targets = [self.target(p) for p in paths]
+        with executor_for(self.config, executor) as cluster:
+            return [add_op.add(self, t, progress, cluster) for t in targets]
 
     def status(self, paths: Sequence[str | Path] = ()) -> list[TargetStatus]:
         return [status_op.status(self, t) for t in self.targets(paths)]

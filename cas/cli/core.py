@@ -12,6 +12,12 @@ from cas.errors import UsageError
 from cas.repo import Repo
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+EXECUTOR = typer.Option(
+    None,
+    "--executor",
+    help="Hash on a cluster: tcp://scheduler:8786 (Dask), processes[:N] or local "
+    "(default: core.executor, else this process).",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +41,7 @@ def add(
     append_only: bool = typer.Option(
         False, "--append-only", help="Only new files may appear; a changed or deleted one fails."
     ),
+    executor: str = EXECUTOR,
     to_remote: bool = typer.Option(
         False, "--to-remote", help="Upload new chunks to the remote; keep only manifests locally."
     ),
@@ -51,7 +58,9 @@ def add(
         return
     repo = Repo.discover()
     report(
-        repo.add(targets, progress=RichProgress(), to_remote=to_remote, remote=remote),
+        repo.add(
+            targets, progress=RichProgress(), executor=executor, to_remote=to_remote, remote=remote
+        ),
         json_out,
         lambda r: (
             f"{r.pointer}: {r.files} files, {human(r.size)}, {r.hashed_files} hashed, "
