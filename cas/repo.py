@@ -252,7 +252,7 @@ class Repo:
             from cas.ops.transfer import Staging  # lazily: imports fsspec
 
             staging = Staging(self, remote)
-            return [add_op.add(self, self.target(p), progress, None, staging) for p in paths]
+            return [add_op.add(self, self.target(p), progress, staging=staging) for p in paths]
         from cas.ops.distribute import executor_for  # lazily: only a cluster add needs it
 
         targets = [self.target(p) for p in paths]

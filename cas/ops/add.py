@@ -89,14 +89,18 @@ def add(
     target: Target,
     progress: Progress | None = None,
     cluster: Cluster | None = None,
+    tracked_ok: bool = False,
     staging: Staging | None = None,
 ) -> AddResult:
     """``cluster``: hash on its workers instead of this process (:mod:`cas.ops.distribute`).
+    ``tracked_ok`` is for ``cas import lfs``, which drops the files from the Git index only once
+    their pointer is written (so a kill -9 never loses the record).
     ``staging`` (``cas add --to-remote``): new packs go to its remote and leave the local
     store, and the manifest reaches the remote before the pointer names it, so a pointer that
     is written can be fetched by every clone; a failure before that leaves the old pointer."""
     progress = progress or Silent()
-    refuse_git_tracked(repo, target)
+    if not tracked_ok:
+        refuse_git_tracked(repo, target)
     kind, entries = working_entries(repo, target)
     snapshot = repo.stat_cache.load(target.path)
     if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):
