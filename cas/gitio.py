@@ -25,6 +25,27 @@ def find_root(start: Path) -> Path:
     raise NotARepoError(f"{start} is not inside a Git repository; run 'git init' first")
 
 
+def main_worktree(root: Path) -> Path | None:
+    """The main worktree of a linked one (``git worktree add``), else None. Read from the
+    ``.git`` file and ``commondir`` Git writes, without spawning git: ``cas status`` opens the
+    store on every call. A bare main repository has no worktree: None too."""
+    dot_git = root / ".git"
+    if not dot_git.is_file():
+        return None
+    try:
+        text = dot_git.read_text(encoding="utf-8").strip()
+        if not text.startswith("gitdir:"):
+            return None
+        gitdir = (root / text[len("gitdir:") :].strip()).resolve()
+        common = (gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    except (OSError, UnicodeDecodeError):
+        return None  # a submodule's .git file has no commondir: not a linked worktree
+    main = common.parent
+    if common.name != ".git" or not (main / ".git").is_dir() or main == root.resolve():
+        return None
+    return main
+
+
 class GitRepo:
     def __init__(self, start: Path) -> None:
         self.root = find_root(start)

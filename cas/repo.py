@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from cas import flock, pointer
 from cas.config import Config, write_default
 from cas.errors import NotARepoError, PathError, UsageError
-from cas.gitio import GitRepo
+from cas.gitio import GitRepo, main_worktree
 from cas.objects import ObjectStore
 from cas.ops import add as add_op
 from cas.ops import checkout as checkout_op
@@ -63,7 +63,9 @@ class Repo:
             raise NotARepoError(f"cas is not initialised in {self.root}; run 'cas init'")
         self.config = Config(self.cas_dir)
         store_dir = self.config.get("core", "store")
-        store_root = (self.root / store_dir) if store_dir else self.cas_dir / "store"
+        main = main_worktree(self.root)  # a linked worktree shares its main worktree's store
+        default_store = (main if main else self.root) / CAS_DIR / "store"
+        store_root = (self.root / store_dir) if store_dir else default_store
         self.local = LocalStore(
             store_root.resolve(), fsync=self.config.get_bool("core", "fsync", False)
         )
