@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch (a plain 'torch' requirement would pull a multi-GB CUDA build)
 	$(BIN)/pip install -q 'torch==2.13.0'
-	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch]'
+	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch,runs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
