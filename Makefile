@@ -34,6 +34,8 @@ bench: setup
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 	{ printf '\n## snapshot-query (`bench/bench_snapshot.py`, PostgreSQL 15 on loopback)\n\n```\n'; \
 	  $(BIN)/python bench/bench_snapshot.py; printf '```\n'; } | tee -a docs/benchmarks.md
+	{ printf '\n## runs (`bench/bench_runs.py`: cas run, runs, runs diff, repro)\n\n```\n'; \
+	  $(BIN)/python bench/bench_runs.py; printf '```\n'; } | tee -a docs/benchmarks.md
 
 bench-small: setup
 	$(BIN)/python bench/run.py --size small

@@ -284,6 +284,9 @@ class CASFileSystem(AbstractFileSystem):
         row = self._file(path)
         if row is None:
             raise FileNotFoundError(f"cas://{path}: not a tracked file at this revision")
+        from cas.runs.api import note_read  # inside 'cas run': what the run read
+
+        note_read({"path": path, "rev": self.view.rev, "hash": row.hash.hex()})
         return CASFile(
             self, path, row, block_size=block_size, cache_options=cache_options, **kwargs
         )

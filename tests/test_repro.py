@@ -169,3 +169,56 @@ def test_records_travel_through_seaweedfs_and_repro_in_a_fresh_clone(
     proc = cas(clone, "repro", "base", env=env)
     assert "reproduced" in proc.stdout and "model: bitwise identical" in proc.stdout
     assert runs(clone)[-1]["reproduces"] == base["id"]
+
+
+def test_gc_keeps_what_run_records_name(project: Path) -> None:
+    train(project, "--name", "base")
+    weights = (project / "model" / "weights.npy").read_bytes()
+    git(project, "rm", "-q", "--cached", "model.cas")  # the output is in no commit or index
+    (project / "model.cas").unlink()
+    shutil.rmtree(project / "model")
+    cas(project, "gc")
+    assert "ok" in cas(project, "fsck").stdout
+    proc = cas(project, "run", "--reuse", "--config", "configs/train.json", "--metrics",
+               "metrics.json", "--out", "model", "--seed", "42", "--", sys.executable,
+               "train.py")  # fmt: skip
+    assert "reused run" in proc.stdout
+    assert (project / "model" / "weights.npy").read_bytes() == weights
+
+
+def test_ctrl_c_during_repro_removes_the_temp_worktree(project: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import CAS
+
+    text = (project / "train.py").read_text()
+    (project / "train.py").write_text(
+        "import os, time\nif os.environ.get('SLOW'):\n    time.sleep(120)\n" + text
+    )
+    git(project, "commit", "-qam", "slow when asked")
+    train(project, "--name", "base")
+    proc = subprocess.Popen([*CAS, "repro", "base"], cwd=project, start_new_session=True,
+                            env={**os.environ, "SLOW": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for _ in range(1200):
+            if len(git(project, "worktree", "list").splitlines()) == 2 and any(
+                r["status"] == "running" for r in runs(project)
+            ):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the rerun never started")
+        temp = Path(git(project, "worktree", "list").splitlines()[1].split()[0])
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert len(git(project, "worktree", "list").splitlines()) == 1
+    assert not temp.exists()
+    assert runs(project)[-1]["status"] == "failed"

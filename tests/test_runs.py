@@ -297,3 +297,12 @@ def test_yaml_config_keys_are_flattened_for_diff(project: Path) -> None:
         "c.yaml is not valid YAML"
         in cas(project, "run", "-c", "c.yaml", "--", "true", code=2).stderr
     )
+
+
+def test_what_a_run_reads_through_cas_urls_is_recorded(project: Path) -> None:
+    script = "import fsspec\nwith fsspec.open('cas://data/points.csv', 'rb') as f:\n    f.read()\n"
+    cas(project, "run", "--name", "reads", "--", sys.executable, "-c", script)
+    (read,) = show(project, "reads")["data"]["read"]
+    expected = cas(project, "ls", "data", "--json").stdout
+    assert read["path"] == "data/points.csv" and read["rev"] is None
+    assert read["hash"] == json.loads(expected)[0]["hash"]

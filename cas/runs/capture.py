@@ -112,11 +112,10 @@ def capture_code(
     as a blob; returns the record's ``code`` and warnings. The fingerprint covers the effective
     tree (path, mode, Git blob id of each file), so it depends on content alone."""
     root = repo.root
-    head = repo.git.head()
     tree: dict[str, tuple[str, str]] = {}
-    tree_id = None
+    found = repo.git.probe("rev-parse", "-q", "HEAD^{commit}", "HEAD^{tree}")
+    head, tree_id = found.split() if found else (None, None)  # None: before the first commit
     if head:
-        tree_id = _git(root, "rev-parse", "HEAD^{tree}").decode().strip()
         for entry in _git(root, "ls-tree", "-r", "-z", "--full-tree", "HEAD").split(b"\0"):
             if entry:
                 info, _, name = entry.partition(b"\t")
@@ -184,10 +183,12 @@ def is_dirty(code: dict[str, Any]) -> bool:
 
 
 # -- data ------------------------------------------------------------------------------------
-def capture_data(repo: Repo, data_args: Sequence[str], outputs: Sequence[str]) -> list[dict]:
-    """Every pointer in the worktree (or those named by ``--data``), outputs left out: path,
-    kind, and the manifest or version id it names."""
-    targets = repo.targets(list(data_args))
+def capture_data(
+    repo: Repo, data_args: Sequence[str], outputs: Sequence[str], cwd: Path
+) -> list[dict]:
+    """Every pointer in the worktree (or those named by ``--data``, relative to ``cwd``),
+    outputs left out: path, kind, and the manifest or version id it names."""
+    targets = repo.targets(list(data_args), cwd=cwd)
     found = []
     for target in targets:
         if target.path in outputs:
@@ -320,27 +321,6 @@ def env_values(repo: Repo, environ: dict[str, str] | None = None) -> dict[str, s
 
 
 # -- environment -----------------------------------------------------------------------------
-_PROBE = r"""
-import json, os, platform, sys
-dists = set()
-for entry in sys.path:
-    try:
-        names = os.listdir(entry or ".")
-    except OSError:
-        continue
-    for name in names:
-        for suffix in (".dist-info", ".egg-info"):
-            if name.endswith(suffix):
-                base = name[: -len(suffix)]
-                dist, _, version = base.partition("-")
-                if version:
-                    dists.add(dist.lower().replace("_", "-") + "==" + version.split("-py")[0])
-print(json.dumps({"python": platform.python_version(),
-                  "implementation": sys.implementation.name,
-                  "executable": sys.executable, "packages": sorted(dists)}))
-"""
-
-
 def interpreter(argv: Sequence[str], path: str | None = None) -> str:
     """The Python the command runs: its first word when that is a Python, else cas's own."""
     if argv:
@@ -351,11 +331,18 @@ def interpreter(argv: Sequence[str], path: str | None = None) -> str:
 
 
 def probe_python(executable: str) -> dict[str, Any]:
-    """Version and installed distributions of an interpreter, by listing the ``*.dist-info``
-    folders on its path: ~30 ms, where importlib.metadata reads every METADATA file."""
-    proc = subprocess.run([executable, "-c", _PROBE], capture_output=True, text=True, check=False)
+    """Version and installed distributions of an interpreter: read here when it is cas's own,
+    else by running :mod:`cas.runs.probe` in it (one interpreter start, ~30 ms)."""
+    from cas.runs import probe
+
+    ours, theirs = Path(os.path.abspath(sys.executable)), Path(os.path.abspath(executable))
+    # One bin folder is one environment (a venv's python is a symlink to the base one, so
+    # realpath alone cannot tell two venvs apart); in it, the same name or the same binary.
+    if ours.parent == theirs.parent and (ours == theirs or ours.resolve() == theirs.resolve()):
+        return probe.describe()
+    proc = subprocess.run([executable, probe.__file__], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        return {"python": None, "implementation": None, "executable": executable, "packages": []}
+        return {"python": None, "implementation": None, "packages": []}
     return json.loads(proc.stdout)
 
 
@@ -389,7 +376,6 @@ def capture_env(
     repo: Repo, argv: Sequence[str], image_digest: str | None, path: str | None = None
 ) -> dict[str, Any]:
     info = probe_python(interpreter(argv, path))
-    info.pop("executable", None)
     lockfiles = {}
     for name in sorted(os.listdir(repo.root)):
         if name in LOCKFILES or re.fullmatch(r"requirements.*\.txt", name):

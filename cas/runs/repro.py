@@ -135,16 +135,17 @@ def restore(repo: Repo, root: Path, record: dict[str, Any], say: Callable[[str],
     for item in record["data"]["pointers"]:
         _restore_file(root, item["pointer"], "100644", item["text"].encode("ascii"))
         targets.append(item["pointer"])
-    if targets:
+    paths = [str(root / t) for t in targets]  # absolute: the process's cwd is the user's
+    if paths:
         try:
-            temp.checkout(targets, force=True)
+            temp.checkout(paths, force=True)
         except ObjectMissingError:
             if remote_config.default_name(temp) is None:
                 raise
             from cas.ops import transfer
 
-            transfer.fetch(temp, targets)
-            temp.checkout(targets, force=True)
+            transfer.fetch(temp, paths)
+            temp.checkout(paths, force=True)
     return temp
 
 
@@ -191,9 +192,10 @@ def repro(
             Options(
                 name=old["name"],
                 argv=old["config"]["argv"],
-                config=[f["path"] for f in old["config"]["files"]],
-                metrics=old["metrics_file"],
-                out=old["out"],
+                config=[str(root / f["path"]) for f in old["config"]["files"]],
+                metrics=str(root / old["metrics_file"]) if old["metrics_file"] else None,
+                out=[str(root / o) for o in old["out"]],
+                data=[str(root / p["pointer"]) for p in old["data"]["pointers"]],
                 seed=old["config"]["seed"],
                 reproduces=run_id,
                 cwd=root / old["config"]["cwd"],

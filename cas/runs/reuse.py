@@ -38,16 +38,17 @@ def _restore_outputs(session: Session, outputs: list[dict]) -> None:
         path = repo.abspath(target.pointer)
         before = path.read_bytes() if path.is_file() else None
         repo.write_pointer(target, pointer.parse(out["text"].encode("ascii"), out["pointer"]))
+        where = [str(repo.root / target.pointer)]  # absolute: cas run may start in a subfolder
         try:
             try:
-                repo.checkout([target.path])
+                repo.checkout(where)
             except ObjectMissingError:
                 if remote_config.default_name(repo) is None:
                     raise
                 from cas.ops import transfer
 
-                transfer.fetch(repo, [target.pointer])
-                repo.checkout([target.path])
+                transfer.fetch(repo, where)
+                repo.checkout(where)
         except BaseException:
             if before is None:
                 path.unlink(missing_ok=True)

@@ -75,7 +75,7 @@ class Session:
         outs = [repo.target(o, self.cwd).path for o in opts.out]
         configs = [repo.relpath(c, self.cwd) for c in opts.config]
         metrics = repo.relpath(opts.metrics, self.cwd) if opts.metrics else None
-        data = capture.capture_data(repo, opts.data, outs)
+        data = capture.capture_data(repo, opts.data, outs, self.cwd)
         targets = [pointer.target_of(d["pointer"]) for d in data]  # data, not code
         exclude = [*configs, *outs, *([metrics] if metrics else []), *targets]
         code, self.warnings = capture.capture_code(repo, exclude)
@@ -213,7 +213,7 @@ class Session:
         if not outs:
             return []
         found = []
-        for result in self.repo.add(outs):
+        for result in self.repo.add([self.repo.root / o for o in outs]):  # cwd may be the user's
             text = (self.repo.root / result.pointer).read_text(encoding="ascii")
             found.append(
                 {
