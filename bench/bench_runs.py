@@ -143,6 +143,8 @@ def main() -> None:
             (root / ".cas" / "store" / "runs" / record["id"][:2] / record["id"]).read_bytes()
         )
         print(f"record_bytes                 {size}  (goal <= 16384)")
+        walls, cpus = series([*CAS, "runs", "--help"], root, args.repeat)
+        line("cas start-up (runs --help)", walls, cpus)  # what every command pays first
         fill_catalog(root, args.runs)
         walls, cpus = series([*CAS, "runs", "--json"], root, args.repeat)
         line(f"runs_list_s ({args.runs} runs)", walls, cpus)

@@ -108,13 +108,13 @@ def runs(ctx: typer.Context, json_out: bool = JSON) -> None:
     from cas.runs.catalog import open_synced
 
     catalog = open_synced(Repo.discover())
-    rows = catalog.rows()
-    # Written directly, one run a line: 10,000 runs through json's indenting encoder (pure
-    # Python) or rich's console cost a second.
+    # Written directly, one run a line, as the catalog holds them: 10,000 runs decoded and
+    # re-encoded through json's indenting encoder (pure Python) or rich's console cost a second.
     if json_out:
-        body = ",\n".join(json.dumps(r, sort_keys=True) for r in rows)
-        sys.stdout.write(f"[\n{body}\n]\n" if rows else "[]\n")
+        texts = catalog.rows_json()
+        sys.stdout.write("[\n" + ",\n".join(texts) + "\n]\n" if texts else "[]\n")
         return
+    rows = catalog.rows()
     if state.quiet:
         return
     lines = [

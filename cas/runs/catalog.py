@@ -161,23 +161,30 @@ class Catalog:
     # -- reads ---------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
         """Every run, oldest first; a live row whose process is gone is ``killed``."""
+        return [json.loads(text) for text in self.rows_json()]
+
+    def rows_json(self) -> list[str]:
+        """:meth:`rows` as the JSON text of each (stored so: 10,000 runs list without being
+        parsed and re-encoded); only live rows are decoded, to tell a killed run."""
         import socket
 
         here = socket.gethostname()
         out = []
-        for summ, pid, host in self.db.execute(
+        for text, pid, host in self.db.execute(
             "SELECT summary, pid, host FROM runs ORDER BY started, key"
         ):
-            row = json.loads(summ)
             if pid is not None and host == here and not pid_alive(pid):
-                row["status"] = "killed"
-            out.append(row)
+                text = json.dumps({**json.loads(text), "status": "killed"}, sort_keys=True)
+            out.append(text)
         return out
 
     def resolve(self, ref: str) -> str:
-        """A run id from an id, a unique prefix of one, or a name (its latest run)."""
+        """A run id from an id, a unique prefix of one, or a name: its latest run that is not a
+        repro's rerun (which keeps the name), so a nightly ``cas repro baseline`` keeps checking
+        the baseline."""
         rows = self.db.execute(
             "SELECT key FROM runs WHERE key NOT LIKE 'live-%' AND name = ? "
+            "AND json_extract(summary, '$.reproduces') IS NULL "
             "ORDER BY started DESC, key LIMIT 1",
             (ref,),
         ).fetchall()
