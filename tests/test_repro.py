@@ -222,3 +222,29 @@ def test_ctrl_c_during_repro_removes_the_temp_worktree(project: Path) -> None:
     assert len(git(project, "worktree", "list").splitlines()) == 1
     assert not temp.exists()
     assert runs(project)[-1]["status"] == "failed"
+
+
+def test_hostile_records_are_refused_by_name(project: Path) -> None:
+    """A record is input (a teammate's remote): one that writes into .cas/ or .git, or lacks
+    its fields, is refused naming it; the other records still list."""
+    from cas.repo import Repo
+    from cas.runs import record as rec
+
+    train(project, "--name", "base")
+    with Repo.discover(project) as repo:
+        good = rec.get(repo.local, runs(project)[0]["id"])
+        blob = rec.put_blob(repo.local, b"[core]\nstore = /tmp/elsewhere\n")
+        evil = {**good, "name": "evil"}
+        evil["code"] = {**good["code"], "files": [{"path": ".cas/config", "mode": "100644",
+                        "git": "0" * 40, "blob": blob, "untracked": True}]}  # fmt: skip
+        evil_id = rec.put(repo.local, evil)
+        broken = {k: v for k, v in good.items() if k != "fingerprint"} | {"name": "broken"}
+        broken_id, data = rec.encode(broken)
+        repo.local.put_bytes(rec.run_key(broken_id), data)
+    proc = cas(project, "runs")
+    assert f"run record {broken_id} is malformed (fingerprint)" in proc.stderr
+    assert {r["name"] for r in runs(project)} == {"base", "evil"}
+    assert "malformed" in cas(project, "runs", "show", broken_id, code=4).stderr
+    proc = cas(project, "repro", evil_id[:12], code=4)
+    assert "'.cas/config', outside the source tree; refused" in proc.stderr
+    assert len(git(project, "worktree", "list").splitlines()) == 1

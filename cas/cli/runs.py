@@ -108,6 +108,8 @@ def runs(ctx: typer.Context, json_out: bool = JSON) -> None:
     from cas.runs.catalog import open_synced
 
     catalog = open_synced(Repo.discover())
+    for problem in catalog.problems:
+        _warn(problem)
     # Written directly, one run a line, as the catalog holds them: 10,000 runs decoded and
     # re-encoded through json's indenting encoder (pure Python) or rich's console cost a second.
     if json_out:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cas import hashing
-from cas.errors import StorageError, UsageError
+from cas.errors import CorruptObjectError, StorageError, UsageError
 from cas.runs import record as rec
 from cas.store.local import pid_alive
 
@@ -65,6 +65,7 @@ class Catalog:
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self.path: Path = repo.cas_dir / "state" / "runs.sqlite"
+        self.problems: list[str] = []  # records sync() refused, for the caller to show
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -149,7 +150,11 @@ class Catalog:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for run_id in new:
-                record = rec.get(self.repo.local, run_id)
+                try:
+                    record = rec.get(self.repo.local, run_id)
+                except CorruptObjectError as err:  # one bad record must not hide the others
+                    self.problems.append(str(err))
+                    continue
                 self._insert(run_id, summary(run_id, record), None, record)
             for name in changed:
                 if trustworthy(folders[name], now - 1_000_000_000):

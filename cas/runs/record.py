@@ -67,7 +67,61 @@ def decode(data: bytes, run_id: str) -> dict[str, Any]:
         raise CorruptObjectError(
             f"run record {run_id} has version {record.get('version')!r}; upgrade cas"
         )
+    _check_shape(record, run_id)
     return record
+
+
+# The fields readers rely on, and their types: a record fetched from a teammate's remote is input
+# like any other, and one that lacks them must be refused by name, not crash a command.
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "fingerprint": (dict,),
+    "code": (dict,),
+    "data": (dict,),
+    "config": (dict,),
+    "env": (dict,),
+    "status": (str,),
+    "metrics": (dict,),
+    "outputs": (list,),
+    "out": (list,),
+}
+_LISTS = {
+    ("code", "files"),
+    ("code", "deleted"),
+    ("data", "pointers"),
+    ("config", "argv"),
+    ("config", "files"),
+    ("env", "packages"),
+}
+
+
+def _check_shape(record: dict[str, Any], run_id: str) -> None:
+    def bad(field: str) -> CorruptObjectError:
+        return CorruptObjectError(f"run record {run_id} is malformed ({field}); refused")
+
+    for key, types in _SHAPE.items():
+        if not isinstance(record.get(key), types):
+            raise bad(key)
+    for section, key in _LISTS:
+        if not isinstance(record[section].get(key), list):
+            raise bad(f"{section}.{key}")
+    fp = record["fingerprint"]
+    if not all(
+        isinstance(fp.get(k), str) and hashing.is_hex_id(fp[k])
+        for k in ("code", "data", "config", "env", "inputs")
+    ):
+        raise bad("fingerprint")
+    for item in record["code"]["files"] + record["config"]["files"]:
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("path"), str)
+            and hashing.is_hex_id(str(item.get("blob")))
+        ):
+            raise bad("files")
+    for item in record["data"]["pointers"] + record["outputs"]:
+        if not (isinstance(item, dict) and isinstance(item.get("text"), str)):
+            raise bad("pointers")
+    if not all(isinstance(a, str) for a in record["config"]["argv"]):
+        raise bad("config.argv")
 
 
 def put(local: LocalStore, record: dict[str, Any]) -> str:

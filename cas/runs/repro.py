@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cas import remote as remote_config
-from cas.errors import ObjectMissingError, RerunFailedError, UsageError
+from cas.errors import CorruptObjectError, ObjectMissingError, RerunFailedError, UsageError
 from cas.gitio import GitRepo
 from cas.repo import Repo
 from cas.runs import capture
@@ -102,8 +102,11 @@ def temp_worktree(repo: Repo, commit: str) -> Iterator[Path]:
 
 def _restore_file(root: Path, rel: str, mode: str, data: bytes) -> None:
     path = root / rel
-    if not path.resolve().is_relative_to(root.resolve()):  # a hostile record
-        raise UsageError(f"the run record names {rel!r}, outside the worktree; refused")
+    parts = rel.split("/")
+    # A hostile record: a path out of the worktree, or into what Git and cas own (a .cas/config
+    # there could point the store anywhere). Recorded code never has such paths.
+    if not path.resolve().is_relative_to(root.resolve()) or ".git" in parts or parts[0] == ".cas":
+        raise CorruptObjectError(f"the run record names {rel!r}, outside the source tree; refused")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
         path.unlink()
