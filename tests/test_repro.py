@@ -186,7 +186,10 @@ def test_gc_keeps_what_run_records_name(project: Path) -> None:
     assert (project / "model" / "weights.npy").read_bytes() == weights
 
 
-def test_ctrl_c_during_repro_removes_the_temp_worktree(project: Path) -> None:
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupted_repro_removes_the_temp_worktree(project: Path, how: str) -> None:
+    """Ctrl-C signals the whole process group; a cancelled CI job may SIGTERM cas alone, which
+    must then stop the rerun itself."""
     import os
     import signal
     import subprocess
@@ -213,7 +216,10 @@ def test_ctrl_c_during_repro_removes_the_temp_worktree(project: Path) -> None:
         else:
             pytest.fail("the rerun never started")
         temp = Path(git(project, "worktree", "list").splitlines()[1].split()[0])
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

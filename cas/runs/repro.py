@@ -4,7 +4,8 @@ The rerun happens in a temporary linked Git worktree at the recorded commit (so 
 local store, see :func:`cas.gitio.main_worktree`), with the recorded uncommitted and untracked
 files and config files restored from their blobs and the recorded pointers checked out (what
 the store lacks is fetched from the default remote). The user's checkout is never written; the
-temporary worktree is removed however the rerun ends.
+temporary worktree is removed however the rerun ends (a failure, Ctrl-C, or SIGTERM, which is
+how CI cancels a job).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -91,10 +93,16 @@ def temp_worktree(repo: Repo, commit: str) -> Iterator[Path]:
         )
     parent = Path(tempfile.mkdtemp(prefix="cas-repro-"))
     where = parent / "wt"
+
+    def terminated(signum: int, _frame: object) -> None:  # a CI job cancelled: clean up too
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         repo.git.run("worktree", "add", "--detach", "--quiet", str(where), commit)
         yield where
     finally:
+        signal.signal(signal.SIGTERM, previous)
         repo.git.probe("worktree", "remove", "--force", str(where))
         shutil.rmtree(parent, ignore_errors=True)
         repo.git.probe("worktree", "prune")

@@ -241,8 +241,12 @@ def run_command(session: Session, environ: dict[str, str] | None = None) -> int:
         raise UsageError(f"cannot start {argv[0]}: {err.strerror}; check the command") from None
     try:
         code = proc.wait()
-    except KeyboardInterrupt:
-        code = proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the command too; a SIGTERM (repro) did not
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            code = proc.wait()
         session.finish(130 if code >= 0 else 128 - code)
         raise
     status = 128 - code if code < 0 else code
