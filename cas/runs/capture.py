@@ -315,16 +315,17 @@ def env_allow_list(repo: Repo) -> list[str]:
     return sorted({*ENV_ALLOW, *(n for n in extra if n)})
 
 
-def env_values(repo: Repo, environ: dict[str, str] | None = None) -> dict[str, str]:
-    source = os.environ if environ is None else environ
-    return {name: source[name] for name in env_allow_list(repo) if name in source}
+def env_values(repo: Repo) -> dict[str, str]:
+    """The allow-listed variables set in this process's environment (a repro sets it to the
+    recorded one before capturing)."""
+    return {name: os.environ[name] for name in env_allow_list(repo) if name in os.environ}
 
 
 # -- environment -----------------------------------------------------------------------------
-def interpreter(argv: Sequence[str], path: str | None = None) -> str:
+def interpreter(argv: Sequence[str]) -> str:
     """The Python the command runs: its first word when that is a Python, else cas's own."""
     if argv:
-        first = shutil.which(argv[0], path=path) or argv[0]
+        first = shutil.which(argv[0]) or argv[0]
         if re.fullmatch(r"python[0-9.]*", Path(first).name):
             return first
     return sys.executable
@@ -372,10 +373,8 @@ def _gpus() -> list[str]:
     return sorted(line.strip() for line in proc.stdout.splitlines() if line.strip())
 
 
-def capture_env(
-    repo: Repo, argv: Sequence[str], image_digest: str | None, path: str | None = None
-) -> dict[str, Any]:
-    info = probe_python(interpreter(argv, path))
+def capture_env(repo: Repo, argv: Sequence[str], image_digest: str | None) -> dict[str, Any]:
+    info = probe_python(interpreter(argv))
     lockfiles = {}
     for name in sorted(os.listdir(repo.root)):
         if name in LOCKFILES or re.fullmatch(r"requirements.*\.txt", name):
