@@ -203,7 +203,10 @@ def test_interrupted_repro_removes_the_temp_worktree(project: Path, how: str) ->
     )
     git(project, "commit", "-qam", "slow when asked")
     train(project, "--name", "base")
+    # SIGINT back to its default: a shell starts background jobs (this suite, in CI) with it
+    # ignored, and Python then never turns it into KeyboardInterrupt.
     proc = subprocess.Popen([*CAS, "repro", "base"], cwd=project, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             env={**os.environ, "SLOW": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
