@@ -138,8 +138,16 @@ def _record(repo: Repo, ref: str) -> tuple[str, dict]:
     from cas.runs import record
     from cas.runs.catalog import open_synced
 
+    from cas import hashing
+    from cas.errors import UsageError
+
     catalog = open_synced(repo)
-    run_id = catalog.resolve(ref)
+    try:
+        run_id = catalog.resolve(ref)
+    except UsageError:
+        if not hashing.is_hex_id(ref):  # a whole id the catalog refused: say why, by name
+            raise
+        run_id = ref
     return run_id, record.get(repo.local, run_id)
 
 
