@@ -135,11 +135,10 @@ def runs(ctx: typer.Context, json_out: bool = JSON) -> None:
 
 
 def _record(repo: Repo, ref: str) -> tuple[str, dict]:
-    from cas.runs import record
-    from cas.runs.catalog import open_synced
-
     from cas import hashing
     from cas.errors import UsageError
+    from cas.runs import record
+    from cas.runs.catalog import open_synced
 
     catalog = open_synced(repo)
     try:
