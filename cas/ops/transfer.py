@@ -120,6 +120,7 @@ class TransferResult:
     versions: int = 0
     segments: int = 0
     packs: int = 0
+    runs: int = 0  # run records (cas.runs.transfer)
     requests: int = 0
     bytes: int = 0
 
@@ -337,6 +338,9 @@ def push(
     store.clean_tmp()  # a file:// remote: what a killed push left in tmp/
     if needs is None:
         needs = pointer_needs(repo, targets, revs, all_commits)
+    from cas.runs import transfer as runs_transfer  # the run records: a step of their own
+
+    needs = [*needs, *runs_transfer.output_needs(repo)]
     if repair:
         result.replaced = _repair_remote(repo, spec, store, needs, jobs, traffic)
     view = RemoteView(repo, store, traffic, prefixes(needs))
@@ -408,6 +412,7 @@ def push(
             if obj.prefix == "versions":
                 send(obj)
         result.manifests, result.versions, result.segments = counts(to_send)
+    result.runs = runs_transfer.push_runs(repo, store, traffic)  # after the outputs they name
     result.requests, result.bytes = traffic.requests, traffic.bytes
     return result
 
@@ -573,6 +578,9 @@ def fetch(
     if missing:
         _fetch_chunks(repo, spec, store, missing, jobs, progress or Silent(), traffic, result,
                       lambda cid: needed[cid])  # fmt: skip
+    from cas.runs import transfer as runs_transfer
+
+    result.runs = runs_transfer.fetch_runs(repo, store, traffic)
     result.requests, result.bytes = traffic.requests, traffic.bytes
     return result
 
