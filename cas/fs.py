@@ -339,6 +339,9 @@ class CASFileSystem(AbstractFileSystem):
         found = self._locate(path)
         if found is None:
             raise FileNotFoundError(f"cas://{path}: not a tracked file at this revision")
+        from cas.runs.api import note_read  # inside 'cas run': what the run read
+
+        note_read({"path": path, "rev": self.view.rev, "hash": found[3].hash.hex()})
         return CASFile(
             self, path, *found, block_size=block_size, cache_options=cache_options, **kwargs
         )

@@ -16,14 +16,17 @@ and its pack; they are never returned.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from cas import hashing
 from cas.clone import BLOCK, clone_range
@@ -37,6 +40,8 @@ _TAIL = struct.Struct("<I8s")  # entry count, magic
 PACK_TARGET_SIZE = 32 * 1024 * 1024
 _MAX_OPEN_PACKS = 64
 _MAX_READ = 8 * 1024 * 1024
+#: A pack is read for upload or verification in pieces of this size (see PackReader).
+PACK_PIECE = 1 << 20
 _PACK_SHIFT = 72  # a code is pack number << 72 | offset << 32 | length (u32)
 _OFFSET_MASK = (1 << 40) - 1
 # Files this large get their chunks block-aligned in packs (see PackWriter.add): at most BLOCK - 1
@@ -141,6 +146,162 @@ def trailer_bytes(data: bytes, count: int) -> bytes:
     return data[len(data) - _TAIL.size - count * _ENTRY.size :]
 
 
+class PackReader(io.RawIOBase):
+    """A pack file read front to back, every byte checked before it is returned: the one pack
+    verifier of uploads (push hands it to the store as the request body) and downloads.
+
+    The trailer is read first (from the end of the file); then the file is read in pieces of
+    PACK_PIECE bytes, and a piece is returned only once every chunk it completes hashes to its
+    id (a chunk spanning pieces is hashed incrementally) and every trailer byte in it equals the
+    trailer whose hash is the pack id. The last piece holds the trailer, so a reader that gets
+    every byte has got a pack that passed the checks of ``cas fsck``, and an upload that stops
+    at a bad byte never completes: the remote publishes no object. Memory: one piece, whatever
+    the pack size. ``failure`` keeps the error that stopped a read (the HTTP stack may wrap it);
+    seeking back to 0 restarts the checks, so a retried request is checked again."""
+
+    def __init__(self, path: Path, pack_id: str, where: str, fix: str) -> None:
+        """``where`` places the pack in messages ("in the local store", "on remote 'origin'");
+        ``fix`` ends them."""
+        super().__init__()
+        self.pack_id = pack_id
+        self._what = f"pack {pack_id} {where} is corrupt"
+        self._fix = fix
+        self.failure: CorruptObjectError | None = None
+        self._served = 0
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        try:
+            self.size = os.fstat(self._file.fileno()).st_size
+            self.entries, self._trailer = self._read_trailer()
+            self._order = sorted(self.entries, key=lambda entry: entry[1])
+            for (_c, off, length), (_d, nxt, _n) in zip(self._order, self._order[1:]):
+                if off + length > nxt:
+                    raise self._corrupt("its trailer lists overlapping chunks")
+        except BaseException:
+            self._file.close()
+            raise
+        self._table_start = self.size - len(self._trailer)
+        self.seek(0)
+
+    def _corrupt(self, why: str) -> CorruptObjectError:
+        self.failure = CorruptObjectError(f"{self._what}: {why}; {self._fix}")
+        return self.failure
+
+    def _read_trailer(self) -> tuple[list[tuple[bytes, int, int]], bytes]:
+        if self.size < _TAIL.size:
+            raise self._corrupt("it is too short")
+        count, magic = _TAIL.unpack(os.pread(self._file.fileno(), _TAIL.size,
+                                             self.size - _TAIL.size))  # fmt: skip
+        table_start = self.size - _TAIL.size - count * _ENTRY.size
+        if magic != PACK_MAGIC or table_start < 0:
+            raise self._corrupt("it has no valid trailer")
+        trailer = os.pread(self._file.fileno(), self.size - table_start, table_start)
+        if len(trailer) != self.size - table_start:
+            raise self._corrupt("it shrank while it was read")
+        if hashing.digest(trailer).hex() != self.pack_id:
+            raise self._corrupt("its trailer does not hash to its name")
+        entries = decode_entries(trailer[: -_TAIL.size], f"pack {self.pack_id}")
+        if any(off + length > table_start for _cid, off, length in entries):
+            raise self._corrupt("its trailer lists a chunk beyond its data")
+        return entries, trailer
+
+    # -- io.RawIOBase ------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._served
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Back to 0 (a retry re-reads and re-checks everything) or where it is already: a
+        reader cannot skip bytes it has not checked."""
+        target = (
+            offset + {os.SEEK_SET: 0, os.SEEK_CUR: self._served, os.SEEK_END: self.size}[whence]
+        )
+        if target == 0:
+            self._file.seek(0)
+            self._checked = self._next = self._served = self._at = 0
+            self._hasher: Any = None  # a blake3 hasher while a chunk spans pieces
+            self._piece = memoryview(b"")
+        elif target != self._served:
+            raise io.UnsupportedOperation("a PackReader only rewinds to its start")
+        return self._served
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` checked bytes (at most the rest of one piece; ``-1``: the rest of
+        the pack, which only a small pack should be read with)."""
+        if size is None or size < 0:
+            out = bytearray()
+            while chunk := self.read(PACK_PIECE):
+                out += chunk
+            return bytes(out)
+        if self.failure is not None:
+            raise self.failure
+        if self._at == len(self._piece):
+            if self._checked >= self.size:
+                return b""
+            self._check_next_piece()
+        out = bytes(self._piece[self._at : self._at + size])  # the one copy: HTTP wants bytes
+        self._at += len(out)
+        self._served += len(out)
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+    def _check_next_piece(self) -> None:
+        """Read the next piece and check every chunk it ends and every trailer byte in it."""
+        start = self._checked
+        want = min(PACK_PIECE, self.size - start)
+        data = self._file.read(want)
+        if len(data) != want:
+            raise self._corrupt("it shrank while it was read")
+        piece, end = memoryview(data), start + want
+        order = self._order
+        while self._next < len(order):
+            cid, off, length = order[self._next]
+            if off >= end:
+                break
+            lo, hi = max(off, start), min(off + length, end)
+            if lo == off and hi == off + length:
+                ok = hashing.digest(piece[off - start : hi - start]) == cid
+            else:
+                if self._hasher is None:
+                    self._hasher = hashing.hasher()
+                self._hasher.update(piece[lo - start : hi - start])
+                if hi < off + length:
+                    break  # the chunk goes on in the next piece
+                ok, self._hasher = self._hasher.digest() == cid, None
+            if not ok:
+                raise self._corrupt(f"chunk {cid.hex()} has wrong bytes")
+            self._next += 1
+        if end > self._table_start:
+            lo = max(start, self._table_start)
+            if (
+                piece[lo - start :]
+                != self._trailer[lo - self._table_start : end - self._table_start]
+            ):
+                raise self._corrupt("its trailer changed while it was read")
+        self._piece, self._at, self._checked = piece, 0, end
+
+    def check_all(self) -> list[tuple[bytes, int, int]]:
+        """Read the whole pack (one piece at a time) and return its trailer entries."""
+        if self.failure is not None:
+            raise self.failure
+        while self._checked < self.size:
+            self._check_next_piece()
+        self._at, self._served = len(self._piece), self.size
+        return self.entries
+
+
 def pack_trailer(data: bytes, pack_id: str) -> list[tuple[bytes, int, int]]:
     """The entries a pack's trailer lists, checked against the pack's own length."""
     where = f"pack {pack_id}"
@@ -243,12 +404,23 @@ class PackWriter:
     ``repack`` (gc) copies chunks the store already holds, so it skips the "already stored" check,
     and fsyncs even when ``core.fsync`` is off: the old pack is deleted once the new one is sealed,
     and a power cut must not take both. ``sealed`` lists the packs written.
+
+    ``staging`` (``cas add --to-remote``) sends each sealed pack elsewhere and takes it out of the
+    local store: every thread then fills one shared pack, and a seal waits for the previous
+    pack's upload, so at most two packs are ever on disk (one filling, one uploading); a chunk
+    the staging's remote already holds is not stored again.
     """
 
-    def __init__(self, objects: ObjectStore, repack: bool = False) -> None:
+    def __init__(
+        self, objects: ObjectStore, repack: bool = False, staging: Staging | None = None
+    ) -> None:
         self.objects = objects
         self.repack = repack
-        self._local = threading.local()
+        self.staging = staging
+        self._local: threading.local | types.SimpleNamespace = (
+            threading.local() if staging is None else types.SimpleNamespace(pack=None)
+        )
+        self._shared = threading.Lock() if staging is not None else contextlib.nullcontext()
         self._open: list[_OpenPack] = []
         self._pending: set[bytes] = set()
         self._lock = threading.Lock()
@@ -285,8 +457,15 @@ class PackWriter:
         with self._lock:
             if chunk_id in self._pending or (not self.repack and self.objects.has_chunk(chunk_id)):
                 return False
+            if self.staging is not None and self.staging.has_chunk(chunk_id):
+                return False
             self._pending.add(chunk_id)
             self.new_bytes += len(data)
+        with self._shared:
+            self._append(chunk_id, data, at)
+        return True
+
+    def _append(self, chunk_id: bytes, data: bytes | memoryview, at: int | None) -> None:
         pack: _OpenPack | None = getattr(self._local, "pack", None)
         try:
             if pack is None:
@@ -307,7 +486,6 @@ class PackWriter:
         if pack.offset >= PACK_TARGET_SIZE:
             self._local.pack = None
             self._seal(pack)
-        return True
 
     def _seal(self, pack: _OpenPack) -> None:
         with self._lock:
@@ -320,6 +498,9 @@ class PackWriter:
             _discard(pack)
             raise storage_error(err, self._cannot_write) from err
         pack_id = hashing.digest(trailer).hex()
+        if self.staging is not None:
+            for fut in self._sealing:  # the previous pack is uploaded before another is sealed
+                fut.result()
         self._sealing.append(self._sealer.submit(self._commit, pack, pack_id))
 
     def _commit(self, pack: _OpenPack, pack_id: str) -> None:
@@ -331,11 +512,27 @@ class PackWriter:
         except OSError as err:
             pack.path.unlink(missing_ok=True)
             raise storage_error(err, self._cannot_write) from err
+        if self.staging is not None:
+            # Sealed under its name first: a kill -9 or a network failure during the upload
+            # leaves an ordinary local pack (its index is rebuilt from its trailer), which the
+            # rerun's push sends. Its chunks stay pending: later packs of this add skip them.
+            self.staging.upload(pack_id, self.objects.local.path(pack_key(pack_id)))
+            self.objects.local.delete(pack_key(pack_id))
+            self.sealed.append(pack_id)
+            return
         self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + pack.table)
         if self.objects.register(pack_id, _ENTRY.iter_unpack(pack.table)):
             with self._lock:  # the index knows them now: the pending set need not
                 self._pending.difference_update(c for c, _o, _n in _ENTRY.iter_unpack(pack.table))
         self.sealed.append(pack_id)
+
+
+class Staging(Protocol):
+    """Where ``cas add --to-remote`` sends sealed packs (:class:`cas.ops.transfer.Staging`)."""
+
+    def has_chunk(self, chunk_id: bytes) -> bool: ...
+
+    def upload(self, pack_id: str, path: Path) -> None: ...
 
 
 class ObjectStore:
@@ -426,8 +623,8 @@ class ObjectStore:
         index = self.index
         return {cid for cid in chunk_ids if cid not in index}
 
-    def writer(self, repack: bool = False) -> PackWriter:
-        return PackWriter(self, repack)
+    def writer(self, repack: bool = False, staging: Staging | None = None) -> PackWriter:
+        return PackWriter(self, repack, staging)
 
     # -- chunk reads -------------------------------------------------------------------------
     def _fd(self, pack_id: str) -> int:

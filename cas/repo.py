@@ -301,15 +301,29 @@ class Repo:
         progress: Progress | None = None,
         *,
         executor: str | Executor | None = None,
+        to_remote: bool = False,
+        remote: str | None = None,
     ) -> list[AddResult]:
         """Track folders or files: store their chunks, write and stage their pointers.
 
         ``executor`` hashes on a cluster (docs/scaling.md): a Dask scheduler address
         (``tcp://host:8786``), ``processes[:N]``, ``local``, or any
         ``concurrent.futures.Executor`` whose workers see the repository and the store at the
-        same paths. Default: ``core.executor`` of .cas/config, else this process."""
+        same paths. Default: ``core.executor`` of .cas/config, else this process.
+        ``to_remote``: new chunks go to ``remote`` (default: the default remote) instead of the
+        local store, which keeps only the manifests (docs/remotes.md, "add --to-remote"); it
+        hashes in this process."""
         if not paths:
             raise UsageError("name at least one folder or file to add")
+        if remote is not None and not to_remote:
+            raise UsageError("-r/--remote names where --to-remote sends the data; add --to-remote")
+        if to_remote:
+            if executor is not None:
+                raise UsageError("--to-remote hashes in this process; drop --executor")
+            from cas.ops.transfer import Staging  # lazily: imports fsspec
+
+            staging = Staging(self, remote)
+            return [add_op.add(self, self.target(p), progress, staging=staging) for p in paths]
         from cas.ops.distribute import executor_for  # lazily: only a cluster add needs it
 
         targets = [self.target(p) for p in paths]

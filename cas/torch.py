@@ -35,6 +35,7 @@ from cas.errors import UsageError, missing_extra
 from cas.fs import CASFileSystem, RepoView
 from cas.ops.compare import expected_rows
 from cas.repo import Target
+from cas.runs.api import note_read
 from cas.split import assign_codes
 
 try:
@@ -129,6 +130,7 @@ class _Files:
         self.fingerprint = _fingerprint(
             self.view, self.target, self.ptr.manifest, split, seed, fractions, len(self.paths)
         )
+        note_read(self.fingerprint)  # inside 'cas run': what the run read
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -320,6 +322,7 @@ class CASTableDataset(Dataset):
             columns=table.column_names,
             id_column=id_column,
         )
+        note_read(self.fingerprint)  # inside 'cas run': what the run read
 
     def __len__(self) -> int:
         return self._table.num_rows

@@ -57,9 +57,11 @@ from typing import Any
 from cas.workspace import TEMP_MARK
 
 CAS = [sys.executable, "-m", "cas"]
-OP_NAMES = ("add", "checkout", "push", "pull", "gc", "snapshot-query", "fetch-repair")
-#: The command line of an op whose name is not its command.
-COMMANDS = {"fetch-repair": ["fetch", "--repair"]}
+OP_NAMES = (
+    "add", "checkout", "push", "pull", "gc", "snapshot-query", "fetch-repair", "add-to-remote",
+)  # fmt: skip
+#: The command line of an op whose name is not its command (its help must parse, option included).
+COMMANDS = {"fetch-repair": ["fetch", "--repair"], "add-to-remote": ["add", "--to-remote"]}
 
 # Enough work that the commands outlast their start-up by several tenths of a second on a
 # 2-core machine, small enough that a trial (copy, command, fsck, rerun, checks) takes ~2 s.
@@ -329,6 +331,13 @@ class Harness:
                 self._repair_done,
                 self.damaged_pack,
             ),
+            "add-to-remote": Op(
+                "add-to-remote",
+                "proj",
+                ["add", "data", "--to-remote"],
+                self._add_moving,
+                self._add_to_remote_done,
+            ),
             "snapshot-query": Op(
                 "snapshot-query",
                 "snap",
@@ -366,6 +375,7 @@ class Harness:
         cas(proj, "push")
         set_tree(proj / "data", self.v2)
         self._save("add", "proj")
+        self._save("add-to-remote", "proj", "remote")
         cas(proj, "add", "data")
         git(proj, "commit", "-qm", "v2")
         self.pointer_v1 = git(proj, "show", "HEAD~1:data.cas")
@@ -478,6 +488,10 @@ class Harness:
         if run(["git", "show", ":data.cas"], cwd).stdout != self.pointer_v2:
             problems.append("the v2 pointer is not staged")
         return problems
+
+    def _add_to_remote_done(self, cwd: Path) -> list[str]:
+        """As add, and the remote holds everything the staged pointer needs, checked deep."""
+        return self._add_done(cwd) + self._push_done(cwd)
 
     def _push_done(self, cwd: Path) -> list[str]:
         proc = run([*CAS, "verify", "--remote", "--deep"], cwd)

@@ -222,6 +222,8 @@ def render(
         "  must complete with exactly the new data (push: `cas verify --remote --deep` passes;",
         "  gc: a dry run finds nothing left and the data checks out from what gc kept) and leave",
         "  no temp file behind.",
+        "  `add --to-remote` is killed the same way; its rerun must also pass",
+        "  `cas verify --remote --deep`.",
         "- **tests** (pytest): bad input, faults, concurrency and hostile input; a Hypothesis",
         "  test counts as one test case and as the inputs it generated.",
         "- **load** (`reliability/load.py`): `cas add`, `cas status` and `cas checkout` of many",

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from cas.cli import core, corpus, gc, hooks, imports, remote, snapshot, split
+from cas.cli import core, corpus, gc, hooks, imports, remote, runs, snapshot, split
 from cas.cli.output import state
 from cas.errors import CasError
 
@@ -34,7 +34,7 @@ def main(
     state.quiet = quiet
 
 
-for module in (core, corpus, remote, snapshot, split, hooks, gc, imports):
+for module in (core, corpus, remote, snapshot, split, hooks, gc, imports, runs):
     module.register(app)
 
 

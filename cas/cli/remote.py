@@ -128,13 +128,14 @@ def push(
         return
     if result.replaced:
         say(f"replaced {result.replaced} damaged objects on remote '{result.remote}'")
-    if not (result.manifests or result.versions or result.segments):
+    if not (result.manifests or result.versions or result.segments or result.runs):
         say(f"everything is on remote '{result.remote}' already")
         return
     say(
         f"pushed to '{result.remote}': {result.manifests} manifests, {result.versions} versions, "
-        f"{result.segments} segments, {result.packs} packs "
-        f"({human(result.bytes)}, {result.requests} requests)"
+        f"{result.segments} segments, {result.packs} packs"
+        + (f", {result.runs} run records" if result.runs else "")
+        + f" ({human(result.bytes)}, {result.requests} requests)"
     )
 
 
@@ -143,7 +144,7 @@ def _fetched(result: transfer.FetchResult) -> str:
         f"fetched from '{result.remote}': {result.manifests} manifests, {result.versions} "
         f"versions, {result.segments} segments, {result.chunks} chunks "
         f"({result.packs} packs, {result.ranges} ranges; {human(result.bytes)}, "
-        f"{result.requests} requests)"
+        f"{result.requests} requests)" + (f", {result.runs} run records" if result.runs else "")
     )
 
 

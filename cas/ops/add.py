@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from cas.errors import ConflictError, PathError
 from cas.gitio import git_rm_cached
 from cas.ops.hashfile import hash_file
+from cas.ops.needs import Need
 from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
@@ -28,6 +29,7 @@ from cas.workspace import Listing, refuse, scan
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
+    from cas.objects import Staging
     from cas.ops.distribute import Cluster
     from cas.repo import Repo, Target
     from cas.state import StatSnapshot
@@ -46,6 +48,7 @@ class AddResult:
     hashed_files: int
     new_bytes: int
     pointer_changed: bool
+    remote: str | None = None  # --to-remote: where the new bytes went instead of the store
 
 
 def working_entries(
@@ -99,10 +102,14 @@ def add(
     progress: Progress | None = None,
     cluster: Cluster | None = None,
     tracked_ok: bool = False,
+    staging: Staging | None = None,
 ) -> AddResult:
     """``cluster``: hash on its workers instead of this process (:mod:`cas.ops.distribute`).
     ``tracked_ok`` is for ``cas import lfs``, which drops the files from the Git index only once
-    their pointer is written (so a kill -9 never loses the record)."""
+    their pointer is written (so a kill -9 never loses the record).
+    ``staging`` (``cas add --to-remote``): new packs go to its remote and leave the local
+    store, and the manifest reaches the remote before the pointer names it, so a pointer that
+    is written can be fetched by every clone; a failure before that leaves the old pointer."""
     progress = progress or Silent()
     if not tracked_ok:
         refuse_git_tracked(repo, target)
@@ -118,16 +125,18 @@ def add(
         manifest_id, hashed, new_bytes = snapshot.manifest_id, 0, 0
     else:
         manifest_id, hashed, new_bytes = _store(
-            repo, target, kind, entries, snapshot, progress, cluster
+            repo, target, kind, entries, snapshot, progress, cluster, staging
         )
     ptr = Pointer(kind, manifest_id, total, len(entries))
+    if staging is not None:
+        staging.finish(Need(target.pointer, target.pointer, ptr.kind, manifest_id))
     with repo.lock():
         changed = repo.write_pointer(target, ptr)
         gitignore = repo.ignore(target)
         repo.git.stage([target.pointer, gitignore])
-    return AddResult(
-        target.path, target.pointer, manifest_id, len(entries), total, hashed, new_bytes, changed
-    )
+    remote = staging.spec.name if staging is not None else None
+    return AddResult(target.path, target.pointer, manifest_id, len(entries), total, hashed,
+                     new_bytes, changed, remote)  # fmt: skip
 
 
 def _store(
@@ -138,6 +147,7 @@ def _store(
     snapshot: StatSnapshot | None,
     progress: Progress,
     cluster: Cluster | None,
+    staging: Staging | None = None,
 ) -> tuple[str, int, int]:
     """Hash what the stat cache cannot vouch for, store new chunks and the manifest, and
     refresh the cache. Returns (manifest id, files hashed, new bytes stored).
@@ -166,7 +176,7 @@ def _store(
     if cluster is not None:
         new_bytes = _store_on(cluster, repo, target, kind, entries, todo, take)
     else:
-        with repo.objects.writer() as writer:
+        with repo.objects.writer(staging=staging) as writer:
             root = str(repo.root)
 
             def one(i: int) -> tuple[int, Row, int]:

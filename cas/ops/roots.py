@@ -2,7 +2,8 @@
 
 Always roots, whatever the scope: ``HEAD``, the index (every merge stage), the working tree's
 pointers, every stash entry (its worktree, index and untracked commits) and every linked worktree
-(its ``HEAD``, index and working tree). The scope adds history:
+(its ``HEAD``, index and working tree), and the outputs of the run records in the local store.
+The scope adds history:
 
 - ``branches``: the tips of local branches and remote-tracking branches (``refs/remotes``: a
   teammate's pushed work is kept);
@@ -52,6 +53,9 @@ def collect(repo: Repo, scope: Scope) -> Roots:
         _add_checkout(repo, linked, roots)
     roots.needs += blob_needs(repo, commit_blobs, roots.skipped)
     _add_checkout(repo, repo.git, roots)
+    from cas.runs.transfer import output_needs  # a run record's outputs: its model artefact
+
+    roots.needs += output_needs(repo)
     return roots
 
 

@@ -24,7 +24,6 @@ The remote is a Store with the local store's key layout, so a pack travels as on
 
 from __future__ import annotations
 
-import mmap
 import re
 import threading
 from collections import defaultdict
@@ -47,12 +46,11 @@ from cas.errors import (
 from cas.objects import (
     INDEX_MAGIC,
     Location,
+    PackReader,
     checked_index,
     encode_entries,
     index_key,
     pack_key,
-    pack_trailer,
-    trailer_bytes,
 )
 from cas.ops.needs import (
     MetaObject,
@@ -90,6 +88,11 @@ MAX_RANGE = 8 * 1024 * 1024
 REMOTE_INDEX_CACHE = "remote-index"
 #: What a message about a damaged remote object tells the user to run (see repair_remote).
 REMOTE_REPAIR = "run 'cas push --repair' from a clone that holds it"
+#: How a push that found a corrupt local pack ends its error: it uploaded nothing of that pack.
+PUSH_FIX = (
+    "nothing of it was uploaded: run 'cas fsck' to list the damage, then 'cas fetch --repair' "
+    "to repair it from a remote that holds its chunks"
+)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -117,6 +120,7 @@ class TransferResult:
     versions: int = 0
     segments: int = 0
     packs: int = 0
+    runs: int = 0  # run records (cas.runs.transfer)
     requests: int = 0
     bytes: int = 0
 
@@ -334,6 +338,9 @@ def push(
     store.clean_tmp()  # a file:// remote: what a killed push left in tmp/
     if needs is None:
         needs = pointer_needs(repo, targets, revs, all_commits)
+    from cas.runs import transfer as runs_transfer  # the run records: a step of their own
+
+    needs = [*needs, *runs_transfer.output_needs(repo)]
     if repair:
         result.replaced = _repair_remote(repo, spec, store, needs, jobs, traffic)
     view = RemoteView(repo, store, traffic, prefixes(needs))
@@ -381,22 +388,13 @@ def push(
         lock = threading.Lock()
 
         def send_pack(pack_id: str) -> None:
-            if pack_id not in view.packs:
-                path = repo.local.path(pack_key(pack_id))
-                size = path.stat().st_size
-                store.put_file(pack_key(pack_id), path)
-                traffic.count(size)
-                with lock:
-                    result.packs += 1
-                progress.advance(size)
-            if pack_id not in view.indexes:  # only after its pack: an index never names a
-                # pack that is not there; its bytes come from the verified entries, never
-                # from a local index file unchecked
-                data = INDEX_MAGIC + encode_entries(repo.objects.pack_entries(pack_id))
-                store.put_bytes(index_key(pack_id), data)
-                traffic.count(len(data))
-                with lock:
-                    result.indexes += 1
+            path = repo.local.path(pack_key(pack_id))
+            sent, _index = send_local_pack(store, path, pack_id, pack_id not in view.packs,
+                                   pack_id not in view.indexes, traffic)  # fmt: skip
+            with lock:
+                result.packs += pack_id not in view.packs
+                result.indexes += pack_id not in view.indexes
+            progress.advance(sent)
 
         map_jobs(send_pack, packs, jobs)
         progress.finish()
@@ -414,6 +412,7 @@ def push(
             if obj.prefix == "versions":
                 send(obj)
         result.manifests, result.versions, result.segments = counts(to_send)
+    result.runs = runs_transfer.push_runs(repo, store, traffic)  # after the outputs they name
     result.requests, result.bytes = traffic.requests, traffic.bytes
     return result
 
@@ -474,6 +473,56 @@ def _sound_pack(path: Path, pack_id: str) -> bool:
     return True
 
 
+def send_local_pack(
+    store: FsspecStore, path: Path, pack_id: str, pack: bool, index: bool, traffic: Traffic
+) -> int:
+    """Upload a local pack (if ``pack``) streamed through the verifier, so what leaves is what
+    was checked, then (if ``index``) its index file built from the checked trailer, never the
+    local index file, which nothing proves matches the pack; only after its pack, so a remote
+    index never names a pack that is not there. Returns the pack bytes sent and the index."""
+    with PackReader(path, pack_id, "in the local store", PUSH_FIX) as reader:
+        if pack:
+            store.put_reader(pack_key(pack_id), reader, reader.size)
+            traffic.count(reader.size)
+        data = INDEX_MAGIC + encode_entries(reader.entries)
+        if index:
+            store.put_bytes(index_key(pack_id), data)
+            traffic.count(len(data))
+        return (reader.size if pack else 0), data
+
+
+class Staging:
+    """The remote side of ``cas add --to-remote``: the add's :class:`PackWriter` hands each
+    sealed pack to :meth:`upload` (pack, then index, as push sends them) and deletes it locally;
+    :meth:`finish` pushes the manifest (and any local pack a killed earlier run left), before the
+    pointer names it. A chunk the remote already holds (in a listed pack with an index) is not
+    stored again."""
+
+    def __init__(self, repo: Repo, remote: str | None, jobs: int = DEFAULT_JOBS) -> None:
+        self.repo = repo
+        self.spec = remote_config.resolve(repo, remote)
+        self.store = self.spec.open()
+        self.traffic = Traffic()
+        self.store.clean_tmp()
+        view = RemoteView(repo, self.store, self.traffic, ("packs", "index"))
+        if not view.has_layout:
+            self.store.put_bytes(LAYOUT_KEY, LAYOUT)
+        self._chunks = {c for c, loc in view.chunks(jobs).items() if loc.pack in view.packs}
+        self.packs = 0
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return chunk_id in self._chunks
+
+    def upload(self, pack_id: str, path: Path) -> None:
+        _sent, index = send_local_pack(self.store, path, pack_id, True, True, self.traffic)
+        # what a later push or fetch reads of the remote's index, without downloading it
+        self.repo.local.put_bytes(f"{REMOTE_INDEX_CACHE}/{pack_id}", index)
+        self.packs += 1
+
+    def finish(self, need: Need) -> PushResult:
+        return push(self.repo, remote=self.spec.name, needs=[need])
+
+
 # -- fetch ---------------------------------------------------------------------------------------
 def fetch(
     repo: Repo,
@@ -529,6 +578,9 @@ def fetch(
     if missing:
         _fetch_chunks(repo, spec, store, missing, jobs, progress or Silent(), traffic, result,
                       lambda cid: needed[cid])  # fmt: skip
+    from cas.runs import transfer as runs_transfer
+
+    result.runs = runs_transfer.fetch_runs(repo, store, traffic)
     result.requests, result.bytes = traffic.requests, traffic.bytes
     return result
 
@@ -656,25 +708,11 @@ def _coalesce(
 
 
 def _verify_pack_file(path: Path, pack_id: str, where: str) -> list[tuple[bytes, int, int]]:
-    """Check a pack as ``cas fsck`` does: trailer, pack id, every chunk. Memory-mapped, so a
-    32 MiB pack is not copied into the heap."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        try:
-            entries = pack_trailer(data, pack_id)  # type: ignore[arg-type]
-        except CorruptObjectError as err:
-            raise CorruptObjectError(f"pack {pack_id} on {where} is corrupt: {err}") from None
-        if hashing.digest(trailer_bytes(data, len(entries))).hex() != pack_id:  # type: ignore[arg-type]
-            raise CorruptObjectError(
-                f"pack {pack_id} on {where} is corrupt: its trailer does not hash to its name; "
-                f"nothing was stored; {REMOTE_REPAIR}"
-            )
-        for cid, off, length in entries:
-            if hashing.digest(data[off : off + length]) != cid:
-                raise CorruptObjectError(
-                    f"pack {pack_id} on {where} is corrupt: chunk {cid.hex()} has wrong bytes; "
-                    f"nothing was stored; {REMOTE_REPAIR}"
-                )
-    return entries
+    """Check a downloaded pack as ``cas fsck`` does (trailer, pack id, every chunk), one piece
+    at a time, so a 32 MiB pack is never whole in memory."""
+    fix = f"nothing was stored; {REMOTE_REPAIR}"
+    with PackReader(path, pack_id, f"on {where}", fix) as reader:
+        return reader.check_all()
 
 
 def _download_pack(repo: Repo, store: FsspecStore, pack_id: str) -> int:
