@@ -5,14 +5,38 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cas.errors import NotARepoError, UsageError
+from cas.rows import is_dotgit
 
 if TYPE_CHECKING:
     import git
+
+
+_GLOB = re.compile(r"([\\\[\]*?])")
+
+
+def gitignore_pattern(name: str) -> str:
+    """``name`` as a gitignore pattern matching exactly that name (gitignore(5)): ``\\``,
+    ``[``, ``]``, ``*`` and ``?`` are escaped with a backslash, and so are trailing spaces, which
+    Git drops otherwise. Leading ``#`` and ``!`` need nothing here: cas's lines start with ``/``.
+    Unescaped, ``d[1]`` would ignore ``d1`` but not itself, and ``q?`` an unrelated ``qa``."""
+    escaped = _GLOB.sub(r"\\\1", name)
+    kept = escaped.rstrip(" ")
+    return kept + "\\ " * (len(escaped) - len(kept))
+
+
+def git_rm_cached(path: str) -> str:
+    """The command that makes Git stop tracking ``path`` (and only it), quoted for a POSIX
+    shell; literal pathspecs when the name holds a glob character, or ``*`` would match every
+    file."""
+    literal = "--literal-pathspecs " if _GLOB.search(path) else ""
+    return f"git {literal}rm -r --cached -- {shlex.quote(path)}"
 
 
 def find_root(start: Path) -> Path:
@@ -62,47 +86,76 @@ class GitRepo:
         except (git.BadName, ValueError) as err:
             raise UsageError(f"unknown revision {rev!r}; check 'git log'") from err
 
-    def _tree(self, rev: str) -> git.Tree:
-        return self._commit(rev).tree
+    def _commit_sha(self, rev: str) -> str:
+        """``rev`` as a commit id. Plain git, not GitPython: trees are read by plain git too,
+        since GitPython dies with a traceback on a tree holding a ``..`` entry."""
+        out = self.probe(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"
+        )
+        if not out:
+            raise UsageError(f"unknown revision {rev!r}; check 'git log'")
+        return out.strip()
+
+    def _blob(self, rev: str, relpath: str) -> bytes | None:
+        proc = subprocess.run(
+            ["git", "-C", str(self.root), "cat-file", "blob", f"{self._commit_sha(rev)}:{relpath}"],
+            capture_output=True,
+            check=False,
+        )
+        return proc.stdout if proc.returncode == 0 else None
 
     def show(self, rev: str, relpath: str) -> bytes:
         """The bytes of ``relpath`` at ``rev``; UsageError if either does not exist."""
-        try:
-            blob = self._tree(rev) / relpath
-        except KeyError:
-            raise UsageError(f"{relpath} does not exist at revision {rev!r}") from None
-        return blob.data_stream.read()
+        data = self._blob(rev, relpath)
+        if data is None:
+            raise UsageError(f"{relpath} does not exist at revision {rev!r}")
+        return data
 
     def exists_at(self, rev: str, relpath: str) -> bool:
-        try:
-            self._tree(rev) / relpath
-        except KeyError:
-            return False
-        return True
+        return self._blob(rev, relpath) is not None
 
     def files_at(self, rev: str, suffix: str) -> list[str]:
-        """Paths ending in ``suffix`` in the tree of ``rev``."""
-        return sorted(
-            item.path
-            for item in self._tree(rev).traverse()
-            if item.type == "blob" and item.path.endswith(suffix)  # type: ignore[union-attr]
-        )
+        """Paths of the files ending in ``suffix`` in the tree of ``rev``. The tree may come
+        from anyone: a path Git itself would refuse to check out (a ``..``, ``.`` or ``.git``
+        part, hand-made with ``git mktree``) is an error naming it, not a path to use."""
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", self._commit_sha(rev))
+        found = []
+        for record in out.split("\0"):
+            info, _, path = record.partition("\t")
+            if info.split(" ")[1:2] == ["blob"] and path.endswith(suffix):
+                parts = path.split("/")
+                if {"", ".", ".."} & set(parts) or any(map(is_dotgit, parts)):
+                    raise UsageError(
+                        f"revision {rev!r} holds {path!r}, a path Git refuses to check out; the "
+                        "commit may be hostile: check out another revision"
+                    )
+                found.append(path)
+        return sorted(found)
 
     def run(self, *args: str) -> str:
         """Plain ``git`` for the commands on hot paths (ls-files, add): spawning git directly
         skips GitPython's import, a fifth of ``cas status``'s time budget."""
         proc = subprocess.run(
-            ["git", "-C", str(self.root), *args], capture_output=True, text=True, check=False
+            ["git", "-C", str(self.root), *args],
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",  # a name that is not UTF-8 is refused later, by name
+            check=False,
         )
         if proc.returncode != 0:
             first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]
-            raise UsageError(f"git {args[0]} failed: {first}")
+            command = next(a for a in args if not a.startswith("--"))
+            raise UsageError(f"git {command} failed: {first}")
         return proc.stdout
 
     def probe(self, *args: str) -> str | None:
         """Plain ``git`` whose failure is an answer (no such ref), not an error."""
         proc = subprocess.run(
-            ["git", "-C", str(self.root), *args], capture_output=True, text=True, check=False
+            ["git", "-C", str(self.root), *args],
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            check=False,
         )
         return proc.stdout if proc.returncode == 0 else None
 
@@ -125,12 +178,15 @@ class GitRepo:
         return sorted({p for p in out.split("\0") if p and (self.root / p).is_file()})
 
     def is_tracked(self, relpath: str) -> bool:
-        """Whether Git itself tracks ``relpath`` (or anything under it)."""
-        return bool(self.run("ls-files", "--", relpath))
+        """Whether Git itself tracks ``relpath`` (or anything under it). Literally: as a
+        pathspec ``q?`` would also match a tracked ``qa``."""
+        return bool(self.run("--literal-pathspecs", "ls-files", "--", relpath))
 
     def stage(self, relpaths: list[str]) -> None:
+        """``git add`` exactly these paths (literal pathspecs: staging ``d[1].cas`` must not
+        stage ``d1.cas`` too)."""
         if relpaths:
-            self.run("add", "--", *relpaths)
+            self.run("--literal-pathspecs", "add", "--", *relpaths)
 
     def commit_id(self, rev: str) -> str:
         return self._commit(rev).hexsha

@@ -45,11 +45,12 @@ MAX_CHUNKS = 1_000_000_000
 _FIRST_CHUNK_LEAF = 4  # Parquet leaf columns: path, size, hash, executable, chunks.id, chunks.size
 # Every path check_path refuses matches this RE2 pattern, and few safe paths do: the empty path,
 # a leading "/", a drive letter, a backslash, a control character, an empty, "." or ".." part,
-# ".git" in any case, or a code point HFS+ ignores (no other non-ASCII character case-folds to a
-# piece of ".git", so ".g\u200cit" is the only non-ASCII way to spell it). Only the paths it
-# flags are checked one by one, so 10^7 paths cost one C-level pass.
+# ".git" or "git~1" in any case, a temp-file mark, or a code point HFS+ ignores (no other non-ASCII
+# character case-folds to a piece of ".git", so ".g\u200cit" is the only non-ASCII way to spell
+# it). Only the paths it flags are checked one by one, so 10^7 paths cost one C-level pass.
 SUSPECT_PATH = (
-    r"(?s)^$|^/|^.:|\\|[\x{0}-\x{1f}\x{7f}-\x{9f}]|(^|/)\.{0,2}(/|$)|(?i:\.git)"
+    r"(?s)^$|^/|^.:|\\|[\x{0}-\x{1f}\x{7f}-\x{9f}]|(^|/)\.{0,2}(/|$)|(?i:\.git|git~1)"
+    r"|\.cas-tmp-"
     r"|[\x{200c}-\x{200f}\x{202a}-\x{202e}\x{206a}-\x{206f}\x{feff}]"
 )
 _LAST_PART = r"/[^/]*$"

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from cas.config import CONFIG, LOCAL_CONFIG, Config
 from cas.errors import UsageError
 from cas.store.local import storage_error
+from cas.workspace import sweep, temp_name
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -171,7 +172,8 @@ def _read_ini(path: Path) -> configparser.ConfigParser:
 
 def _write_ini(parser: configparser.ConfigParser, path: Path, mode: int | None = None) -> None:
     """Write atomically: a temp file beside ``path``, then a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sweep(path.parent)
+    tmp = Path(temp_name(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:

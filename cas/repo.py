@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 from cas import flock, pointer
 from cas.config import Config, write_default
 from cas.errors import NotARepoError, PathError, UsageError
-from cas.gitio import GitRepo, main_worktree
+from cas.gitio import GitRepo, gitignore_pattern, main_worktree
 from cas.objects import ObjectStore
 from cas.ops import add as add_op
 from cas.ops import checkout as checkout_op
@@ -36,8 +37,10 @@ from cas.ops.compare import FileChange, expected_rows
 from cas.ops.fsck import FsckResult
 from cas.ops.status import TargetStatus
 from cas.progress import Progress
-from cas.state import StatCache
-from cas.store.local import LocalStore, storage_error
+from cas.rows import CONTROL, is_dotgit
+from cas.state import CheckoutMarks, StatCache
+from cas.store.local import LocalStore
+from cas.workspace import NAME_MAX, write_atomic
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -71,6 +74,8 @@ class Repo:
         )
         self.objects = ObjectStore(self.local)
         self.stat_cache = StatCache(self.cas_dir / "state")
+        self.checkouts = CheckoutMarks(self.cas_dir / "checkout")
+        self._owned_cache: list[tuple[Path, str]] | None = None
 
     def _default_store(self) -> Path:
         """``.cas/store``; in a linked worktree (``git worktree add``) the main worktree's, so
@@ -130,16 +135,84 @@ class Repo:
             ) from None
         text = rel.as_posix()
         head = text.split("/", 1)[0]
-        if head in (CAS_DIR, ".git"):
-            raise PathError(f"{arg} is inside {head}/, which cas and Git manage; choose data")
+        if head == CAS_DIR or is_dotgit(head):  # callers that make no target rely on this
+            owner = f"cas's folder {CAS_DIR}" if head == CAS_DIR else f"Git's folder {head}"
+            raise PathError(
+                f"{text} is inside {owner}; refusing, with or without --force (if a commit "
+                f"holds it, remove it: git rm -- {shlex.quote(text)})"
+            )
         return text
 
     def target(self, arg: str | Path, cwd: Path | None = None) -> Target:
-        """``data``, ``data/`` or ``data.cas`` all name the same target."""
+        """``data``, ``data/`` or ``data.cas`` all name the same target. Every target, from the
+        command line, a Git tree, the worktree's pointers, a hook or a ``cas://`` read, is made
+        here, so :meth:`_guard` sees them all."""
         rel = self.relpath(arg, cwd)
         if rel.endswith(pointer.SUFFIX):
-            return Target(pointer.target_of(rel), rel)
-        return Target(rel, pointer.pointer_for(rel))
+            found = Target(pointer.target_of(rel), rel)
+        else:
+            found = Target(rel, pointer.pointer_for(rel))
+        self._guard(found)
+        return found
+
+    def _owned(self) -> list[tuple[Path, str]]:
+        """The folders cas and Git own here, symlinks resolved, each with how to name it."""
+        if self._owned_cache is None:
+            self._owned_cache = [  # the innermost first: it names the folder best
+                (self.local.root, "the local store (core.store)"),
+                (self.stat_cache.folder.resolve(), "the stat cache"),
+                (self.checkouts.folder.resolve(), "the checkout markers"),
+                (self.cas_dir.resolve(), f"cas's folder {CAS_DIR}"),
+                ((self.root / ".git").resolve(), "Git's folder .git"),
+            ]
+        return self._owned_cache
+
+    def _guard(self, target: Target) -> None:
+        """Refuse a target that is, lies inside or contains a folder cas or Git owns (``.cas/``,
+        the store wherever ``core.store`` puts it, the stat cache, any ``.git``), whatever
+        named it: checkout deletes what a target holds that its manifest lacks, so a pointer
+        ``.cas.cas`` committed by anyone would otherwise delete the store (``--force`` does not
+        change this). Also refused: names Git or the filesystem cannot hold beside the data (a
+        control character would split the ``.gitignore`` line, a pointer name over NAME_MAX
+        cannot be written)."""
+        path = target.path
+        parts = path.split("/")
+        problem = None
+        if CONTROL.search(target.pointer):  # shown quoted: printed raw it would break the line
+            raise PathError(
+                f"{target.pointer!r} has a control character in its name, which would split the "
+                ".gitignore line that ignores its data; rename it"
+            )
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PathError(f"{target.pointer!r} has a name that is not UTF-8; rename it") from None
+        if any(map(is_dotgit, parts)):
+            problem = "a Git folder: data there would be a repository whose config runs commands"
+        elif parts[-1] == ".gitignore":
+            problem = "the file cas writes its ignore rules into"
+        elif parts[0] == CAS_DIR:
+            problem = f"{'inside ' if parts[1:] else ''}cas's folder {CAS_DIR}"
+        elif len(parts[-1].encode()) + len(pointer.SUFFIX) > NAME_MAX:
+            problem = f"a name too long for its pointer (over {NAME_MAX} bytes with .cas)"
+        else:
+            real = self.abspath(path).parent.resolve() / parts[-1]
+            for folder, what in self._owned():
+                if real == folder:
+                    problem = what
+                elif folder in real.parents:
+                    problem = f"inside {what}"
+                elif real in folder.parents:
+                    problem = f"a folder holding {what}"
+                else:
+                    continue
+                break
+        if problem is not None:
+            raise PathError(
+                f"{target.pointer} names {path}, {problem}; refusing, with or without "
+                "--force (if a commit holds that pointer, remove it: "
+                f"git rm -- {shlex.quote(target.pointer)})"
+            )
 
     def _checked(self, pointer_path: str) -> Target:
         """A target named by Git (a committed pointer): its folder, once symlinks are resolved,
@@ -175,13 +248,7 @@ class Repo:
         with contextlib.suppress(FileNotFoundError):
             if path.read_bytes() == data:
                 return False
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise storage_error(err, f"cannot write {target.pointer}") from err
+        write_atomic(path, data, target.pointer)
         return True
 
     def load_manifest(self, manifest_id: str) -> pa.Table:
@@ -202,18 +269,12 @@ class Repo:
         parent, _, name = target.path.rpartition("/")
         gitignore = f"{parent}/.gitignore" if parent else ".gitignore"
         path = self.abspath(gitignore)
-        line = f"/{name}"
+        line = f"/{gitignore_pattern(name)}"
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
         if line not in existing.splitlines():
             sep = "" if not existing or existing.endswith("\n") else "\n"
             # temp + rename, as for pointers: a full disk must not leave a truncated .gitignore
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_text(f"{existing}{sep}{line}\n", encoding="utf-8")
-                os.replace(tmp, path)
-            except OSError as err:
-                tmp.unlink(missing_ok=True)
-                raise storage_error(err, f"cannot write {gitignore}") from err
+            write_atomic(path, f"{existing}{sep}{line}\n".encode(), gitignore)
         return gitignore
 
     @contextlib.contextmanager
@@ -341,6 +402,7 @@ class Repo:
                 head = "/".join(parts[:i])
                 candidate = Target(head, head + pointer.SUFFIX)
                 if self.pointer_exists(candidate, rev):
+                    self._guard(candidate)
                     found = candidate, "/".join(parts[i:]) or None
             if found is None:
                 raise PathError(f"{rel} is not tracked by cas (no pointer for it or a parent)")

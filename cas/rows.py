@@ -17,6 +17,18 @@ CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # The code points HFS+ ignores in names (Git's ``is_hfs_dotgit`` list): ``.g\u200cit`` is ``.git``
 # there.
 _IGNORABLE = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
+# Git's ``is_ntfs_dotgit`` (path.c): ``.git`` or its 8.3 short name ``git~1``, in any case, then
+# any run of dots and spaces (NTFS drops them), then the end or ``:`` (an alternate data stream:
+# ``.git::$INDEX_ALLOCATION`` is the folder itself). Git refuses such paths under
+# core.protectNTFS (the default), so a manifest holding one could never be committed or checked
+# out on Windows, and there it would be the repository's own folder.
+_NTFS_DOTGIT = re.compile(r"(?:\.git|git~1)[. ]*(?::.*)?", re.IGNORECASE | re.ASCII | re.DOTALL)
+#: What every temp file cas writes beside a final name carries (:func:`cas.workspace.temp_name`).
+TEMP_MARK = ".cas-tmp-"
+#: A temp file's whole name: ``.<name or its first bytes>.cas-tmp-<pid>-<8 hex>``. Names of this
+#: form are reserved: a scan skips them (removing them once their process is dead) and no
+#: manifest may hold one.
+TEMP_NAME = re.compile(r"\..*\.cas-tmp-([0-9]+)-[0-9a-f]{8}", re.DOTALL)
 
 
 class Row(NamedTuple):
@@ -32,19 +44,20 @@ class Row(NamedTuple):
 
 def is_dotgit(name: str) -> bool:
     """Whether a path component names a Git folder on some filesystem (``.git``, ``.GIT``,
-    ``.g\u200cit`` on HFS+). Writing one would plant a repository whose config runs commands
-    (``core.fsmonitor``) as soon as anyone runs Git, or a Git-aware prompt, inside it; Git
-    refuses such paths for the same reason."""
-    if name.isascii():
-        return len(name) == 4 and name.lower() == ".git"
-    return _IGNORABLE.sub("", name).casefold() == ".git"
+    ``.g\u200cit`` on HFS+, ``.git.``, ``.git `` and ``git~1`` on NTFS). Writing one would
+    plant a repository whose config runs commands (``core.fsmonitor``) as soon as anyone runs
+    Git, or a Git-aware prompt, inside it; Git refuses such paths for the same reason."""
+    if not name.isascii() and _IGNORABLE.sub("", name).casefold() == ".git":
+        return True  # HFS+ ignores those code points; NTFS does not, so no dots or spaces here
+    return _NTFS_DOTGIT.fullmatch(name) is not None
 
 
 def check_path(path: str) -> None:
     """Refuse any path that could escape or alias inside a checkout (docs/format.md,
     "Manifest"): empty, absolute, drive letter, backslash, control character, an empty, ``.``,
-    ``..`` or ``.git`` component. Written for speed (C-level string tests first): ``cas add``
-    of 200,000 files calls it 200,000 times."""
+    ``..``, ``.git`` (any spelling :func:`is_dotgit` knows) or temp-file component. Written
+    for speed (C-level string tests first): ``cas add`` of 200,000 files calls it 200,000
+    times."""
     if (
         not path
         or "\\" in path
@@ -56,7 +69,9 @@ def check_path(path: str) -> None:
     parts = path.split("/")
     if "" in parts or "." in parts or ".." in parts:
         raise _unsafe(path)
-    if (not path.isascii() or ".git" in path.lower()) and any(map(is_dotgit, parts)):
+    if (not path.isascii() or "git" in path.lower()) and any(map(is_dotgit, parts)):
+        raise _unsafe(path)
+    if TEMP_MARK in path and any(TEMP_NAME.fullmatch(part) for part in parts):
         raise _unsafe(path)
 
 

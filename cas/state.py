@@ -20,6 +20,7 @@ the later of mtime and ctime.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -30,8 +31,8 @@ from pathlib import Path
 
 from cas import hashing
 from cas.store.local import storage_error
-from cas.workspace import TEMP_MARK, Entry, Listing, drop_orphan, temp_name
 from cas.workspace import WIDTH as W
+from cas.workspace import Entry, Listing, sweep, temp_name, write_atomic
 
 VERSION = 2
 _FINE_MARGIN_NS = 50_000_000
@@ -157,11 +158,7 @@ class StatCache:
         }
         final = self._file(target)
         tmp = temp_name(final)
-        if self.folder.is_dir():
-            with os.scandir(self.folder) as others:  # a save killed before its rename
-                for other in others:
-                    if TEMP_MARK in other.name:
-                        drop_orphan(other.path, other.name)
+        sweep(self.folder)  # a save killed before its rename
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
@@ -171,6 +168,54 @@ class StatCache:
                 )
             os.replace(tmp, final)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             final.unlink(missing_ok=True)  # a stale cache must not survive a failed update
             raise storage_error(err, f"cannot write the stat cache in {self.folder}") from err
+
+
+class CheckoutMarks:
+    """One marker per target whose checkout has begun changing files and not finished: written
+    before the first deletion or write, removed once the target matches its manifest. A
+    checkout that dies part way (a full disk, a kill -9, a corrupt chunk) leaves a tree holding
+    part of the old data and part of the new; without the marker the next ``cas add`` would
+    record the files not yet written as deleted. ``add`` refuses and ``status`` reports an
+    error while a marker stands; the checkout that completes removes it.
+
+    The folder is machine-local (its own ``.gitignore`` keeps it out of Git in repositories
+    whose ``.cas/.gitignore`` predates it) and, unlike the stat cache, not a cache: deleting a
+    marker tells cas to trust a half-written tree."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _file(self, target: str) -> Path:
+        return self.folder / hashing.digest(target.encode()).hex()[:32]
+
+    def pending(self, target: str) -> str | None:
+        """The manifest the unfinished checkout of ``target`` was writing, or None (one stat
+        on the fast path of status and add)."""
+        try:
+            meta = json.loads(self._file(target).read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:  # a damaged marker still marks the tree unfinished
+            return "unknown"
+        return str(meta.get("manifest", "unknown"))
+
+    def begin(self, target: str, manifest_id: str) -> None:
+        data = json.dumps({"version": VERSION, "target": target, "manifest": manifest_id})
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise storage_error(err, f"cannot create {self.folder}") from err
+        ignore = self.folder / ".gitignore"
+        if not ignore.exists():
+            write_atomic(ignore, b"*\n", str(ignore))
+        write_atomic(self._file(target), data.encode(), "the checkout marker of " + target)
+
+    def done(self, target: str) -> None:
+        try:
+            self._file(target).unlink(missing_ok=True)
+        except OSError as err:
+            raise storage_error(err, f"cannot remove the checkout marker in {self.folder}") from err

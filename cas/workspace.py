@@ -19,10 +19,11 @@ from stat import S_ISREG, S_IXUSR
 from typing import overload
 
 from cas.errors import PathError
-from cas.rows import CONTROL, is_dotgit
-from cas.store.local import pid_alive
+from cas.rows import CONTROL, TEMP_MARK, TEMP_NAME, is_dotgit
+from cas.store.local import pid_alive, storage_error
 
-TEMP_MARK = ".cas-tmp-"
+#: The longest file name (bytes) Linux and macOS filesystems accept.
+NAME_MAX = 255
 WIDTH = 4  # values per file in Listing.stats: size, mtime_ns, inode, ctime_ns
 _NAME = attrgetter("name")
 
@@ -174,12 +175,12 @@ def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
                 ) from None
             if CONTROL.search(key) or is_dotgit(key):
                 raise _unfit(shown, prefix, key)
-        elif not key.isprintable() or (key[0] == "." and is_dotgit(key)):
+        elif not key.isprintable() or (key[0] in ".gG" and is_dotgit(key)):
             raise _unfit(shown, prefix, key)
         if de.is_dir(follow_symlinks=False):
             _walk(de.path, f"{prefix}{key}/", shown, out)
             continue
-        if TEMP_MARK in key:
+        if TEMP_MARK in key and TEMP_NAME.fullmatch(key):
             drop_orphan(de.path, key)
             continue
         st = de.stat(follow_symlinks=False)
@@ -204,15 +205,56 @@ def _unfit(shown: str, prefix: str, name: str) -> PathError:
 
 
 def drop_orphan(path: str, name: str) -> None:
-    """A temp file (``.<name>.cas-tmp-<pid>...``, a checkout's or the stat cache's) whose process
-    is gone was left by a kill -9: the next scan or save removes it, so the rerun leaves the tree
-    exactly as it should be."""
-    pid = name.rpartition(TEMP_MARK)[2].split("-", 1)[0]
-    if pid.isdigit() and not pid_alive(int(pid)):
+    """A temp file (:func:`temp_name`: a checkout's, a pointer's, the stat cache's...) whose
+    process is gone was left by a kill -9: the next scan or save removes it, so the rerun leaves
+    the tree exactly as it should be. Only names of exactly that form are touched: a user's file
+    that merely contains ``.cas-tmp-`` is data."""
+    found = TEMP_NAME.fullmatch(name)
+    if found and not pid_alive(int(found[1])):
         with contextlib.suppress(FileNotFoundError):  # another scan removed it first
             os.unlink(path)
 
 
-def temp_name(path: Path) -> Path:
-    """A temp file beside ``path``: same folder, so the final rename is atomic."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
+def sweep(folder: Path) -> None:
+    """Remove dead processes' temp files from ``folder`` (not below it): for writers whose
+    folder no scan walks (pointers and ``.gitignore`` files beside tracked data, the stat
+    cache, hook scripts). A missing folder holds none."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if TEMP_MARK in entry.name:
+                    drop_orphan(entry.path, entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+def temp_name(path: Path | str) -> str:
+    """The one way cas names a temp file beside ``path`` (same folder, so the final rename is
+    atomic): ``.<name>.cas-tmp-<pid>-<8 random hex>``. The pid lets a later scan or
+    :func:`sweep` remove it once its process is dead; the random part keeps a reused pid from
+    colliding with a kill -9's leftover (O_EXCL would refuse it). The name keeps as many of
+    ``path``'s first bytes as fit in NAME_MAX (cut at a character boundary), so a temp name
+    exists for every legal name: a 250-byte name gets a 255-byte temp name, not ENAMETOOLONG."""
+    folder, name = os.path.split(os.fspath(path))
+    suffix = f"{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+    room = NAME_MAX - 1 - len(suffix)
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > room:
+        name = raw[:room].decode("utf-8", "ignore")
+    return os.path.join(folder, f".{name}{suffix}")
+
+
+def write_atomic(path: Path, data: bytes, shown: str) -> None:
+    """Write a small file atomically (a pointer, a ``.gitignore``, a checkout marker): temp file
+    beside it, then rename, so a full disk or a kill -9 leaves the old file or the new one; a
+    dead writer's leftover temp files in that folder are removed first."""
+    sweep(path.parent)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise storage_error(err, f"cannot write {shown}") from err

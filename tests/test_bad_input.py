@@ -185,6 +185,6 @@ def test_data_git_already_tracks_is_refused(repo: Path) -> None:
     write(repo / "data/a", "a")
     git(repo, "add", "data")
     line = one_line(cas(repo, "add", "data", code=2).stderr)
-    assert "tracked by Git" in line and "git rm -r --cached data" in line
+    assert "tracked by Git" in line and "git rm -r --cached -- data" in line
     line = one_line(cas(repo, "add", "--append-only", "data", code=2).stderr)
     assert "tracked by Git" in line

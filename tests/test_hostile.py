@@ -390,6 +390,11 @@ HOSTILE_MANIFESTS: dict[str, tuple[Callable[[Victim], Crafted], str, int]] = {
     "dot-git": (lambda v: crafted([bytes_row(".git/config", b"x")]), "unsafe path", 2),
     "dot-git-upper": (lambda v: crafted([bytes_row("sub/.GIT/hooks/x", b"x")]), "unsafe", 2),
     "dot-git-hfs": (lambda v: crafted([bytes_row(".g\u200cit/config", b"x")]), "unsafe", 2),
+    "dot-git-ntfs-dot": (lambda v: crafted([bytes_row(".git./config", b"x")]), "unsafe", 2),
+    "dot-git-ntfs-space": (lambda v: crafted([bytes_row("sub/.git /hooks/x", b"x")]), "unsafe", 2),
+    "dot-git-ntfs-short": (lambda v: crafted([bytes_row("GIT~1/config", b"x")]), "unsafe", 2),
+    "dot-git-ntfs-stream": (lambda v: crafted([bytes_row(".git::$DATA/x", b"x")]), "unsafe", 2),
+    "temp-name": (lambda v: crafted([bytes_row(".a.cas-tmp-1-0123abcd", b"x")]), "unsafe", 2),
     "file-and-folder": (
         lambda v: crafted([bytes_row("a", b"x"), bytes_row("a/b", b"y")]),
         "as a file and as a folder",
@@ -433,7 +438,7 @@ END_TO_END = [
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_MANIFESTS))
 def test_decode_refuses_a_hostile_manifest(case: str, tmp_path: Path) -> None:
-    """Every crafted manifest (19 of them) is refused by the decoder itself, with a cas error
+    """Every crafted manifest (24 of them) is refused by the decoder itself, with a cas error
     (never a pyarrow, Unicode or attribute error) naming the rule, and the exit code the CLI
     gives it; one case per check then runs end to end through ``cas pull`` below."""
     build, message, code = HOSTILE_MANIFESTS[case]

@@ -6,6 +6,7 @@ and :mod:`cas.ops.merge`. Hooks talk on stderr (Git shows it); their exit code i
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def merge(
         more = f" (+{len(result.conflicts) - 20} more)" if len(result.conflicts) > 20 else ""
         _tell(
             f"cas: merge conflict in {shown}: both sides changed {listed}{more}; the merged "
-            f"pointer keeps ours for them, theirs is 'git show :3:{shown}'. Fix the data, then "
-            f"'cas add' and 'git add {shown}'"
+            f"pointer keeps ours for them, theirs is: git show {shlex.quote(':3:' + shown)}. Fix "
+            f"the data, then run cas add and: git add -- {shlex.quote(shown)}"
         )
         raise typer.Exit(1)

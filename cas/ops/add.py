@@ -8,13 +8,15 @@ point leaves at most unreferenced objects or temp files, and rerunning completes
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import sys
 from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cas.errors import PathError
+from cas.errors import ConflictError, PathError
+from cas.gitio import git_rm_cached
 from cas.ops.hashfile import hash_file
 from cas.ops.needs import Need
 from cas.parallel import overlapped_map
@@ -79,9 +81,19 @@ def file_path(repo: Repo, target: Target, kind: str, rel: str) -> str:
 def refuse_git_tracked(repo: Repo, target: Target) -> None:
     """Data Git already tracks would be versioned twice (and its ignore rule would not apply)."""
     if repo.git.is_tracked(target.path):
-        raise PathError(
-            f"{target.path} is tracked by Git; run 'git rm -r --cached {target.path}' first"
-        )
+        raise PathError(f"{target.path} is tracked by Git; run: {git_rm_cached(target.path)}")
+
+
+def unfinished_checkout(repo: Repo, target: Target) -> ConflictError | None:
+    """The error for a target whose last checkout stopped part way (:class:`CheckoutMarks`):
+    its tree holds part of the old data and part of the new, so adding it would record every
+    file not yet written as deleted."""
+    if repo.checkouts.pending(target.path) is None:
+        return None
+    return ConflictError(
+        f"the last checkout of {target.path} did not finish, so files may be missing; finish "
+        f"it with: cas checkout -- {shlex.quote(target.pointer)} (then make your changes again)"
+    )
 
 
 def add(
@@ -101,6 +113,8 @@ def add(
     progress = progress or Silent()
     if not tracked_ok:
         refuse_git_tracked(repo, target)
+    if (err := unfinished_checkout(repo, target)) is not None:
+        raise err
     kind, entries = working_entries(repo, target)
     snapshot = repo.stat_cache.load(target.path)
     if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):

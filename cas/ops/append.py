@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from cas import manifest, versions
 from cas.errors import ConflictError, UsageError
 from cas.objects import PackWriter
-from cas.ops.add import PARALLEL_MIN_SIZE, refuse_git_tracked, working_entries
+from cas.ops.add import PARALLEL_MIN_SIZE, refuse_git_tracked, unfinished_checkout, working_entries
 from cas.ops.hashfile import hash_file
 from cas.ops.worktree import TRUSTED
 from cas.parallel import bounded_map
@@ -52,6 +52,8 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
     """Append the folder's new files to its version (or start one); refuse changes/deletions."""
     progress = progress or Silent()
     refuse_git_tracked(repo, target)
+    if (err := unfinished_checkout(repo, target)) is not None:
+        raise err
     kind, entries = working_entries(repo, target)
     if kind != "dir":
         raise UsageError(f"--append-only tracks a folder; {target.path} is a file")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,10 +30,10 @@ from cas.ops.worktree import Worktree, read_worktree
 from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
-from cas.rows import Row, is_dotgit
+from cas.rows import Row
 from cas.state import settled, trusted
 from cas.store.local import storage_error
-from cas.workspace import TEMP_MARK, Listing
+from cas.workspace import Listing, temp_name
 
 if TYPE_CHECKING:
     from cas.manifest import TableRows
@@ -68,20 +69,20 @@ def checkout(
 ) -> CheckoutResult:
     """``subpath`` (relative to the target) limits the checkout to one subtree."""
     progress = progress or Silent()
-    if any(is_dotgit(part) for part in target.path.split("/")):
-        raise PathError(
-            f"{target.pointer} would write {target.path}, a Git folder: data there would be a "
-            "repository whose config runs commands; refusing (the pointer may be hostile)"
-        )
     ptr = repo.read_pointer(target, rev)
     result = CheckoutResult(target.path, target.pointer, ptr.manifest)
     if ptr.kind == "corpus":  # pinned in place at its URL: nothing to write locally
         _write_pointer_if_rev(repo, target, ptr, rev)
         return result
     tree = read_worktree(repo, target, expected=ptr.manifest)
+    # An earlier checkout left this target half done: only a whole-target checkout that
+    # succeeds clears that; one of a subtree leaves the rest as unfinished as it was.
+    unfinished = repo.checkouts.pending(target.path) is not None
     if tree.all_cached and _totals_match(ptr, tree):  # unchanged: no manifest read at all
         result.unchanged = len(tree.entries)
         _write_pointer_if_rev(repo, target, ptr, rev)
+        if unfinished and subpath is None:
+            repo.checkouts.done(target.path)
         return result
     expected = expected_rows(repo, target, ptr)
     _check_totals(ptr, expected, f"{rev}:{target.pointer}" if rev else target.pointer)
@@ -112,10 +113,13 @@ def checkout(
                 _lying(cid, size, _shown(target, ptr.kind, path),
                        f"the store holds {index[cid].length}")  # fmt: skip
 
+    mark = _Marker(repo, target.path, ptr.manifest)
     if plan.kind_clash:
+        mark()
         _remove(base)
     else:
         for p in plan.deletes:
+            mark()
             _remove(Path(_dest(base, ptr.kind, p)))
             result.deleted += 1
         _prune_empty_dirs(base, plan.deletes)
@@ -134,7 +138,9 @@ def checkout(
 
     def write(path: str) -> tuple[os.stat_result, int]:
         dest = _dest(base, ptr.kind, path)
-        return _write_file(repo, expected[path], dest, _shown(target, ptr.kind, path), cloning)
+        return _write_file(
+            repo, expected[path], dest, _shown(target, ptr.kind, path), cloning, mark
+        )
 
     # Large files on a pool while this thread writes the small ones: two threads creating small
     # files contend in the kernel and for the GIL (measured: slower than one).
@@ -146,6 +152,7 @@ def checkout(
         result.bytes_cloned += cloned
         progress.advance(st.st_size)
     for row in plan.chmods:
+        mark()
         dest = _dest(base, ptr.kind, row.path)
         _set_executable(dest, row.executable)
         written.add(row.path, os.lstat(dest))
@@ -153,6 +160,8 @@ def checkout(
     cached.extend(settled(written))
     repo.stat_cache.save(target.path, ptr.manifest, cached, len(expected))
     _write_pointer_if_rev(repo, target, ptr, rev)
+    if subpath is None or not unfinished:
+        repo.checkouts.done(target.path)
     return result
 
 
@@ -251,8 +260,8 @@ def _folding(folder: Path) -> tuple[bool, bool]:
     file is created, and looked up under its other spellings."""
     while not folder.is_dir():
         folder = folder.parent
-    name = f".Case-\u00e9{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"  # é in NFC
-    probe = folder / name
+    probe = Path(temp_name(folder / "Case-\u00e9"))  # é in NFC
+    name = probe.name
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as err:
@@ -348,15 +357,32 @@ class _Cloning:
     on: bool = True
 
 
+class _Marker:
+    """Writes the target's checkout marker (:class:`cas.state.CheckoutMarks`) once, just before
+    the first change to its tree (a deletion, a rename into place, a chmod): a checkout that
+    fails before changing anything (a hostile manifest refused at its first file) leaves no
+    marker. Called from the writer threads too, hence the lock."""
+
+    def __init__(self, repo: Repo, target: str, manifest_id: str) -> None:
+        self.repo, self.target, self.manifest_id = repo, target, manifest_id
+        self.written = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        if self.written:
+            return
+        with self._lock:
+            if not self.written:
+                self.repo.checkouts.begin(self.target, self.manifest_id)
+                self.written = True
+
+
 def _write_file(
-    repo: Repo, row: Row, dest: str, shown: str, cloning: _Cloning
+    repo: Repo, row: Row, dest: str, shown: str, cloning: _Cloning, mark: _Marker
 ) -> tuple[os.stat_result, int]:
     """Build ``dest`` from verified chunks through a temp file beside it; its stat after, and
     how many of its bytes were cloned rather than copied."""
-    folder, name = os.path.split(dest)
-    # A random part too: a kill -9 leaves the temp file, and while its pid is ours again the
-    # scan cannot tell it is an orphan, so O_EXCL would refuse this write ("File exists").
-    tmp = f"{folder}/.{name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+    tmp = temp_name(dest)
     cloned: list[Span] = []
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777 if row.executable else 0o666)
@@ -384,6 +410,7 @@ def _write_file(
                     )
         finally:
             os.close(fd)
+        mark()
         os.replace(tmp, dest)
     except OSError as err:
         _unlink(tmp)

@@ -12,6 +12,7 @@ vanished, naming it, unless ``allow_removals`` says the rewrite is intended.
 from __future__ import annotations
 
 import fnmatch
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -331,7 +332,9 @@ def create(
     pointer like ``cas add`` does. ``cluster``: hash on its workers."""
     target = repo.target(pointer_arg)
     if repo.pointer_exists(target):
-        raise UsageError(f"{target.pointer} exists; run 'cas manifest append {target.pointer}'")
+        raise UsageError(
+            f"{target.pointer} exists; run: cas manifest append -- {shlex.quote(target.pointer)}"
+        )
     src = open_source(url)
     listing = matching(list_files(src), glob)
     if listing.num_rows == 0:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -131,7 +132,7 @@ def pre_commit(repo: Repo) -> HookReport:
         if st.state == "modified":
             report.lines.append(
                 f"cas: warning: {st.target} has changes not added ({st.modified} modified, "
-                f"{st.added} added, {st.deleted} deleted); run 'cas add {st.target}' to commit "
-                "them"
+                f"{st.added} added, {st.deleted} deleted); to commit them, run: "
+                f"cas add -- {shlex.quote(st.target)}"
             )
     return report

@@ -17,7 +17,6 @@ imported patterns' lines leave ``.gitattributes``. Nothing is committed. Pattern
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING
 from cas.errors import UsageError
 from cas.ops import add as add_op
 from cas.ops.migrate import Problems, copy_verified, file_digest
-from cas.store.local import storage_error
+from cas.workspace import write_atomic
 
 if TYPE_CHECKING:
     from cas.progress import Progress
@@ -121,13 +120,7 @@ def _write_attributes(repo: Repo, drop: set[str]) -> None:
     ]
     if kept == lines:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise storage_error(err, "cannot write .gitattributes") from err
+    write_atomic(path, "".join(kept).encode(), ".gitattributes")
     repo.git.stage([".gitattributes"])
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from cas.errors import UsageError
 from cas.store.local import storage_error
+from cas.workspace import sweep, temp_name
 
 if TYPE_CHECKING:
     from cas.repo import Repo
@@ -54,7 +56,8 @@ def _ours(path: Path) -> bool:
 
 
 def _write(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    sweep(dest.parent)
+    tmp = Path(temp_name(dest))
     try:
         tmp.write_bytes(data)
         os.chmod(tmp, 0o755)
@@ -87,7 +90,8 @@ def install(repo: Repo) -> InstallResult:
     git = repo.git
     git.run("config", "cas.python", sys.executable)
     git.run("config", "merge.cas.name", "cas: 3-way merge of the datasets pointers name")
-    git.run("config", "merge.cas.driver", f"'{sys.executable}' -m cas hook merge %O %A %B %P")
+    driver = f"{shlex.quote(sys.executable)} -m cas hook merge %O %A %B %P"  # run by a shell
+    git.run("config", "merge.cas.driver", driver)
     attributes = repo.root / ".gitattributes"
     text = attributes.read_text(encoding="utf-8") if attributes.exists() else ""
     if ATTRIBUTE not in text.splitlines():

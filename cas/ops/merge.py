@@ -13,6 +13,7 @@ Versioned pointers (``append``, ``corpus``) merge as unions of appends
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -48,7 +49,7 @@ def merge(repo: Repo, base: bytes, ours: bytes, theirs: bytes, path: str) -> Mer
     if o.kind != t.kind or (b is not None and b.kind != o.kind):
         raise ConflictError(
             f"cannot merge {path}: one side made it a {o.kind}, the other a {t.kind}; "
-            f"choose one with 'git checkout --ours {path}' or '--theirs'"
+            f"choose one with: git checkout --ours -- {shlex.quote(path)} (or --theirs)"
         )
     if o.kind in VERSIONED:
         if b is None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cas.errors import CorruptObjectError, ObjectMissingError
 from cas.store.local import storage_error
+from cas.workspace import temp_name
 
 _BLOCK = 1 << 20
 
@@ -65,7 +65,7 @@ def copy_verified(
     into its cache) or, with ``replace``, a file the caller knows Git holds (an LFS pointer):
     any other file at ``dest`` is the caller's to verify, never to overwrite."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = Path(temp_name(dest))  # a kill -9's leftover is skipped and swept by the next scan
     try:
         with open(src, "rb") as fin, open(tmp, "xb") as fout:
             while block := fin.read(_BLOCK):

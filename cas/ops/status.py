@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cas.errors import CasError
+from cas.ops.add import unfinished_checkout
 from cas.ops.compare import FileChange, changes, counts, expected_rows
 from cas.ops.worktree import read_worktree
 from cas.state import trusted
@@ -31,6 +32,8 @@ def status(repo: Repo, target: Target) -> TargetStatus:
         ptr = repo.read_pointer(target)
         if ptr.kind == "corpus":  # pinned in place, nothing local: 'cas manifest verify' checks
             return TargetStatus(target.path, target.pointer, "unchanged")
+        if (unfinished := unfinished_checkout(repo, target)) is not None:
+            raise unfinished
         tree = read_worktree(repo, target, expected=ptr.manifest)
         if tree.all_cached:
             return TargetStatus(target.path, target.pointer, "unchanged")
