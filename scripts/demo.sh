@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: a local store in a temp Git repository.
+# The whole loop on the embedded default (a local store in a temp Git repository, a SQLite
+# source): version a dataset, freeze a query, train with `cas run`, change the data, train again,
+# compare the runs, and prove the first run still reproduces.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 demo=$(mktemp -d)
 trap 'rm -rf "$demo"' EXIT
 cd "$demo"
@@ -8,35 +11,51 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 git init -q -b main proj && cd proj
 git config user.email demo@example.com && git config user.name demo
-mkdir -p data/images data/labels
+cp "$here/demo_train.py" train.py
+mkdir -p data
+echo '{"free": 0, "pro": 1}' > data/labels.json
 python3 - <<'PY'
-import os, random
+import random, sqlite3
 rng = random.Random(42)
-for i in range(200):
-    with open(f"data/images/img{i:03}.bin", "wb") as f:
-        f.write(rng.randbytes(rng.randint(1_000, 60_000)))
-with open("data/labels/labels.csv", "w") as f:
-    f.writelines(f"img{i:03},{i % 3}\n" for i in range(200))
-with open("data/model.bin", "wb") as f:
-    f.write(rng.randbytes(8 << 20))
+db = sqlite3.connect("app.db")
+db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, age INTEGER, visits INTEGER, plan TEXT)")
+rows = []
+for i in range(2000):
+    age, visits = rng.randint(18, 80), rng.randint(0, 60)
+    plan = "pro" if visits + rng.gauss(0, 8) > 30 else "free"
+    rows.append((i, age, visits, plan))
+db.executemany("INSERT INTO users VALUES (?, ?, ?, ?)", rows)
+db.commit()
 PY
+printf 'app.db\nmetrics.json\n' > .gitignore
+
 step cas init
 step cas add data/
-step cat data.cas
-step git commit -qm "data v1"
-echo "img000,edited" >> data/labels/labels.csv
-rm data/images/img001.bin
-head -c 5000 /dev/urandom > data/images/new.bin
+step cas snapshot-query "SELECT * FROM users ORDER BY id" --source sqlite:///app.db --name users
+git add .gitignore train.py && git commit -qm "data, snapshot v1, training script"
+
+step cas run --name baseline --metrics metrics.json --out model/ --seed 42 -- python3 train.py
+first=$(cas runs --json | python3 -c "import json, sys; print(json.load(sys.stdin)[0]['id'])")
+
+# new users arrive; freeze the table again and retrain on it
+python3 - <<'PY'
+import random, sqlite3
+rng = random.Random(7)
+db = sqlite3.connect("app.db")
+rows = [(2000 + i, rng.randint(18, 80), v := rng.randint(0, 60), "pro" if v > 30 else "free")
+        for i in range(400)]
+db.executemany("INSERT INTO users VALUES (?, ?, ?, ?)", rows)
+db.commit()
+PY
+step cas snapshot-query "SELECT * FROM users ORDER BY id" --source sqlite:///app.db --name users
 step cas status
-step cas add data/
-git commit -qm "data v2"
+git commit -qm "snapshot v2"
 step cas diff HEAD~1 HEAD
-step git checkout -q HEAD~1
-step cas checkout
-step cas status
-step git checkout -q main
-step cas checkout
-printf "\n$ cas ls data.cas --rev HEAD~1 | tail -n 3\n"; cas ls data.cas --rev HEAD~1 | tail -n 3
-step cas fsck
+step cas run --name baseline --metrics metrics.json --out model/ --seed 42 -- python3 train.py
+second=$(cas runs --json | python3 -c "import json, sys; print(json.load(sys.stdin)[-1]['id'])")
+
+step cas runs
+step cas runs diff "$first" "$second"
+step cas repro "$first"
 echo
-echo "demo finished: v1 and v2 of data/ restored byte for byte from the local store"
+echo "demo finished: two runs recorded, their difference is the data, and run ${first:0:12} reproduced"
