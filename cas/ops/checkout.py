@@ -58,6 +58,15 @@ def _under(path: str, prefix: str | None) -> bool:
     return prefix is None or path == prefix or path.startswith(prefix + "/")
 
 
+def _no_subtree(target: Target, subpath: str, rev: str | None) -> PathError:
+    """A subtree that names nothing (a typo) is an error, not a checkout of 0 files."""
+    where = f"{rev}:{target.pointer}" if rev else target.pointer
+    return PathError(
+        f"{target.path}/{subpath}: no tracked file there or below in {where}; "
+        f"'cas ls {target.pointer}' lists the tracked paths"
+    )
+
+
 def checkout(
     repo: Repo,
     target: Target,
@@ -80,6 +89,8 @@ def checkout(
         return result
     tree = read_worktree(repo, target, expected=ptr.manifest)
     if tree.all_cached and _totals_match(ptr, tree):  # unchanged: no manifest read at all
+        if subpath is not None and not any(_under(p, subpath) for p in tree.entries.paths):
+            raise _no_subtree(target, subpath, rev)
         result.unchanged = len(tree.entries)
         _write_pointer_if_rev(repo, target, ptr, rev)
         return result
@@ -87,6 +98,10 @@ def checkout(
     _check_totals(ptr, expected, f"{rev}:{target.pointer}" if rev else target.pointer)
     base = repo.abspath(target.path)
     plan = _plan(repo, target, ptr.kind, tree, expected, subpath)
+    if subpath is not None and not (
+        plan.unchanged or plan.small or plan.large or plan.chmods or plan.deletes
+    ):
+        raise _no_subtree(target, subpath, rev)
     result.unchanged = plan.unchanged
 
     unsafe = [p for p in plan.at_risk if not _recoverable(repo, tree.rows[p])]
