@@ -661,7 +661,16 @@ def test_cli_snapshot_query_versions_the_folder(repo: Repo, sqlite_db: Path) -> 
     query_file.write_text("-- active users\nSELECT * FROM users WHERE active ORDER BY id\n")
     result = runner.invoke(
         app,
-        ["snapshot-query", "--query-file", str(query_file), "-s", source, "-n", "users", "--json"],
+        [
+            "snapshot-query",
+            "--query-file",
+            str(query_file),
+            "-s",
+            source,
+            "--name",
+            "users",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -684,7 +693,8 @@ def test_cli_usage_errors(repo: Repo, sqlite_db: Path) -> None:
     result = runner.invoke(app, ["snapshot-query", "--source", source, "--name", "u"])
     assert isinstance(result.exception, UsageError)
     result = runner.invoke(
-        app, ["snapshot-query", "SELECT 1", "-f", "x.sql", "--source", source, "--name", "u"]
+        app,
+        ["snapshot-query", "SELECT 1", "--query-file", "x.sql", "--source", source, "--name", "u"],
     )
     assert isinstance(result.exception, UsageError)
     result = runner.invoke(app, ["snapshot-query", "SELECT 1", "--name", "u"])
