@@ -43,7 +43,7 @@ cas add data -q
 git commit -qm v2
 cas checkout -q --rev HEAD~1 data.cas
 [ "$(cat data/a.txt)" = one ] || { echo "smoke: cas checkout --rev did not restore v1" >&2; exit 1; }
-git checkout -q -- data.cas && cas checkout -q
+git checkout -q HEAD -- data.cas && cas checkout -q
 [ "$(cat data/a.txt)" = two ] || { echo "smoke: cas checkout did not restore v2" >&2; exit 1; }
 
 cas install-hooks -q

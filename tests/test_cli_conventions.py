@@ -138,3 +138,19 @@ def test_plain_status_imports_no_heavy_module(repo: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "cas.cli.main" in imported  # the measurement saw cas's own imports
     assert imported & {"pyarrow", "numpy", "git", "fsspec", "pandas"} == set()
+
+
+def test_pull_path_over_several_targets(repo: Path, tmp_path: Path) -> None:
+    """``cas pull --path sub`` checks out that subtree of each target holding it; a target
+    without it is no error (it is checked out of nothing). Naming one target, a typo is."""
+    write(repo / "other" / "x.txt", "x")
+    cas(repo, "add", "other")
+    git(repo, "commit", "-qm", "other")
+    cas(repo, "remote", "add", "origin", (tmp_path / "remote").as_uri())
+    cas(repo, "push")
+    (repo / "data" / "sub" / "b.txt").unlink()
+    (repo / "data" / "a.txt").unlink()
+    cas(repo, "pull", "--path", "sub")
+    assert (repo / "data" / "sub" / "b.txt").read_text() == "b"
+    assert not (repo / "data" / "a.txt").exists()  # only the subtree
+    assert "data/typo" in cas(repo, "pull", "data.cas", "--path", "typo", code=2).stderr

@@ -74,8 +74,10 @@ def checkout(
     force: bool = False,
     subpath: str | None = None,
     progress: Progress | None = None,
+    subtree_required: bool = True,
 ) -> CheckoutResult:
-    """``subpath`` (relative to the target) limits the checkout to one subtree."""
+    """``subpath`` (relative to the target) limits the checkout to one subtree; one that holds
+    no tracked file is an error (a typo) when ``subtree_required``."""
     progress = progress or Silent()
     if any(is_dotgit(part) for part in target.path.split("/")):
         raise PathError(
@@ -89,7 +91,8 @@ def checkout(
         return result
     tree = read_worktree(repo, target, expected=ptr.manifest)
     if tree.all_cached and _totals_match(ptr, tree):  # unchanged: no manifest read at all
-        if subpath is not None and not any(_under(p, subpath) for p in tree.entries.paths):
+        named = subtree_required and subpath is not None
+        if named and not any(_under(p, subpath) for p in tree.entries.paths):
             raise _no_subtree(target, subpath, rev)
         result.unchanged = len(tree.entries)
         _write_pointer_if_rev(repo, target, ptr, rev)
@@ -98,8 +101,10 @@ def checkout(
     _check_totals(ptr, expected, f"{rev}:{target.pointer}" if rev else target.pointer)
     base = repo.abspath(target.path)
     plan = _plan(repo, target, ptr.kind, tree, expected, subpath)
-    if subpath is not None and not (
-        plan.unchanged or plan.small or plan.large or plan.chmods or plan.deletes
+    if (
+        subtree_required
+        and subpath is not None
+        and not (plan.unchanged or plan.small or plan.large or plan.chmods or plan.deletes)
     ):
         raise _no_subtree(target, subpath, rev)
     result.unchanged = plan.unchanged
