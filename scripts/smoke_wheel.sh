@@ -18,7 +18,8 @@ unset PYTHONPATH
 wheel=("$work"/dist/cas_data-*.whl)
 sdist=("$work"/dist/cas_data-*.tar.gz)
 [ -f "${wheel[0]}" ] && [ -f "${sdist[0]}" ] || { echo "smoke: no wheel or sdist built" >&2; exit 1; }
-"$py" -m zipfile -l "${wheel[0]}" | grep -q 'cas/hookscripts/cas-hook-run' ||
+listing=$("$py" -m zipfile -l "${wheel[0]}")
+grep -q 'cas/hookscripts/cas-hook-run' <<<"$listing" ||
   { echo "smoke: the wheel lacks the hook scripts" >&2; exit 1; }
 
 "$py" -m venv "$work/venv"

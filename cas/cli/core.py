@@ -14,6 +14,12 @@ JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 EXIT_CODE = typer.Option(
     False, "--exit-code", help="Exit 1 when there are differences, 0 when none (as git's)."
 )
+EXECUTOR = typer.Option(
+    None,
+    "--executor",
+    help="Hash on a cluster: tcp://scheduler:8786 (Dask), processes[:N] or local "
+    "(default: core.executor, else this process).",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +43,7 @@ def add(
     append_only: bool = typer.Option(
         False, "--append-only", help="Only new files may appear; a changed or deleted one fails."
     ),
+    executor: str = EXECUTOR,
     json_out: bool = JSON,
 ) -> None:
     """Chunk TARGETS into the store, write TARGET.cas, git-ignore TARGET, stage both."""
@@ -47,7 +54,7 @@ def add(
         return
     repo = Repo.discover()
     report(
-        repo.add(targets, progress=RichProgress()),
+        repo.add(targets, progress=RichProgress(), executor=executor),
         json_out,
         lambda r: (
             f"{r.pointer}: {r.files} files, {human(r.size)}, "
