@@ -61,7 +61,7 @@ python - <<'EOF'
 import fsspec  # cas:// resolves through the wheel's fsspec.specs entry point, cas not imported
 
 assert fsspec.open("cas://data/sub/b.txt").open().read() == b"deep\n"
-assert fsspec.open("cas://data@HEAD~1/a.txt").open().read() == b"one\n"
+assert fsspec.open("cas://@HEAD~1/data/a.txt").open().read() == b"one\n"
 assert fsspec.open("cas://data/a.txt", rev="HEAD~1").open().read() == b"one\n"
 EOF
 echo "smoke: the wheel and sdist build; the installed wheel's init, add, commit, checkout, hooks and cas:// work"

@@ -42,6 +42,8 @@ SKIP: dict[tuple[str, str], str] = {
         "$ cas snapshot-query \"SELECT * FROM orders WHERE ts < '2026-11-01' ORDER BY id\" \\",
     ): "needs a PostgreSQL server named db and raw/events.csv; the same commands run against "
     "real PostgreSQL, SQLite and DuckDB in tests/test_snapshot.py",
+    ("docs/scaling.md", "from distributed import Client"): "needs a Dask scheduler at "
+    "tcp://scheduler:8786; tests/test_distribute.py runs the same call on a real LocalCluster",
 }
 
 #: Names a page uses as placeholders for the reader's own values.
