@@ -409,7 +409,7 @@ def test_duckdb_errors(root: Path, tmp_path: Path) -> None:
 
 def test_missing_driver_names_the_extra(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "duckdb", None)
-    with pytest.raises(DependencyError, match=r"pip install 'cas\[duckdb\]'"):
+    with pytest.raises(DependencyError, match=r"pip install 'cas-data\[duckdb\]'"):
         write_snapshot("SELECT 1 ORDER BY 1", "duckdb://", "x", root=root)
     assert_nothing_left(root)
 
