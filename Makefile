@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch (a plain 'torch' requirement would pull a multi-GB CUDA build)
 	$(BIN)/pip install -q 'torch==2.13.0'
-	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch,dask]'
+	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch,dask,runs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -34,6 +34,8 @@ bench: setup
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 	{ printf '\n## snapshot-query (`bench/bench_snapshot.py`, PostgreSQL 15 on loopback)\n\n```\n'; \
 	  $(BIN)/python bench/bench_snapshot.py; printf '```\n'; } | tee -a docs/benchmarks.md
+	{ printf '\n## runs (`bench/bench_runs.py`: cas run, runs, runs diff, repro)\n\n```\n'; \
+	  $(BIN)/python bench/bench_runs.py; printf '```\n'; } | tee -a docs/benchmarks.md
 	{ printf '\n## add --executor (`bench/bench_distribute.py`, 2-worker LocalCluster)\n\n```\n'; \
 	  $(BIN)/python bench/bench_distribute.py 2>/dev/null; printf '```\n'; } | tee -a docs/benchmarks.md
 

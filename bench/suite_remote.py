@@ -10,9 +10,12 @@ is compared with. Each tool gets its own bucket, so no tool finds another's obje
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets import Dataset, ensure_dataset, verify_tree, warm
@@ -31,7 +34,13 @@ METRICS: dict[str, tuple[str, str]] = {
     "push_again": ("push (nothing new)", "s"),
     "pull": ("pull into a fresh clone", "s"),
     "upload": ("plain s3fs upload (64 in flight)", "s"),
+    "add": ("add (before push)", "s"),
+    "add_to_remote": ("add --to-remote (no push)", "s"),
+    "push_rss": ("peak RSS (push)", "MiB"),
+    "pull_rss": ("peak RSS (pull)", "MiB"),
+    "staged": ("peak local packs (add --to-remote)", "MiB"),
 }
+MiB = 1 << 20
 
 # The transfer limit: every file PUT by s3fs's own concurrent put, nothing else.
 PLAIN_UPLOAD = """
@@ -90,7 +99,9 @@ def measure(
         env.update(vcs.prepare(base))
         for cmd in vcs.setup:
             run.check(vcs.argv(cmd), cwd=repo, env=env, label=f"{tool}-setup")
-        run.check(vcs.argv(vcs.add), cwd=repo, env=env, label=f"{tool}-add")
+        res = run.check(vcs.argv(vcs.add), cwd=repo, env=env, label=f"{tool}-add")
+        if tool == "cas":
+            col.add(name, tool, "add", res.seconds)
         if tool == "cas":
             run.check(vcs.argv(["remote", "add", "origin", f"s3://{bucket}/cas"]), cwd=repo,
                       env=env, label="cas-remote-add")  # fmt: skip
@@ -108,6 +119,8 @@ def measure(
         for step in ("push", "push_again"):
             res = run.check(vcs.argv(["push"]), cwd=repo, env=env, label=f"{tool}-{step}-{name}")
             col.add(name, tool, step, res.seconds)
+            if tool == "cas" and step == "push":
+                col.add(name, tool, "push_rss", res.maxrss_bytes / MiB)
         step = "pull"
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True,
                        capture_output=True)  # fmt: skip
@@ -117,12 +130,61 @@ def measure(
         if problem:
             raise StepError(f"pull produced a wrong tree: {problem}")
         col.add(name, tool, "pull", res.seconds)
+        if tool == "cas":
+            col.add(name, tool, "pull_rss", res.maxrss_bytes / MiB)
+            step = "add_to_remote"
+            rm_tree(clone)
+            _add_to_remote(ctx, ds, base / "direct", f"{bucket}-direct", server, env, col)
     except (StepError, OSError, subprocess.CalledProcessError) as exc:
         message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
         col.error(name, tool if tool != "plain" else "s3fs", step, message)
         ctx.log(f"  remote {tool} {name}: {step} failed: {message[:300]}")
     finally:
         rm_tree(base)
+
+
+def _add_to_remote(
+    ctx: BenchContext, ds: Dataset, repo: Path, bucket: str, server: S3Server,
+    env: dict[str, str], col: Collector,
+) -> None:  # fmt: skip
+    """``cas add data --to-remote`` in a fresh repo (to a fresh bucket), against add + push;
+    the local store's packs and temp packs are sampled every 50 ms for the staging bound."""
+    assert ctx.cas is not None
+    name, run = ds.spec.name, ctx.runner
+    server.create_bucket(bucket)
+    make_git_repo(repo)
+    run.check(["cp", "-r", str(ds.data), str(repo / "data")], cwd=repo, label="cas-cp-direct")
+    for cmd in [*ctx.cas.setup, ["remote", "add", "origin", f"s3://{bucket}/cas"]]:
+        run.check(ctx.cas.argv(cmd), cwd=repo, env=env, label="cas-setup-direct")
+    warm(repo / "data")
+    os.sync()
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], _staged_bytes(repo / ".cas" / "store"))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        res = run.check(ctx.cas.argv(["add", "data", "--to-remote"]), cwd=repo, env=env,
+                        label=f"cas-add-to-remote-{name}")  # fmt: skip
+    finally:
+        stop.set()
+        sampler.join()
+    col.add(name, "cas", "add_to_remote", res.seconds)
+    col.add(name, "cas", "staged", peak[0] / MiB)
+
+
+def _staged_bytes(store: Path) -> int:
+    """Bytes of packs (sealed or being filled) in a local store."""
+    total = 0
+    for sub in ("packs", "tmp"):
+        for root, _dirs, files in os.walk(store / sub):
+            for file in files:
+                with contextlib.suppress(FileNotFoundError):  # sealed, or uploaded and gone
+                    total += os.stat(os.path.join(root, file)).st_size
+    return total
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -141,6 +203,17 @@ def goals(ds: str, col: Collector) -> list[Goal]:
         Goal("remote", ds, "dvc pull / cas pull", _ratio(med(ds, "dvc", "pull"),
              med(ds, "cas", "pull")), "x", ">=", 3.0,
              col.why_missing(ds, "dvc", "pull") if med(ds, "dvc", "pull") is None else ""),
+    ]  # fmt: skip
+    add_push = (med(ds, "cas", "add") or 0) + (med(ds, "cas", "push") or 0)
+    out += [
+        Goal("remote", ds, "cas push peak RSS (--jobs 8)", med(ds, "cas", "push_rss"), "MiB",
+             "<=", 300, ""),
+        Goal("remote", ds, "cas pull peak RSS (--jobs 8)", med(ds, "cas", "pull_rss"), "MiB",
+             "<=", 300, ""),
+        Goal("remote", ds, "add --to-remote / (add + push)",
+             _ratio(med(ds, "cas", "add_to_remote"), add_push), "x", "<=", 1.2, ""),
+        Goal("remote", ds, "local packs during add --to-remote", med(ds, "cas", "staged"), "MiB",
+             "<=", 66, "two packs of 32 MiB + a chunk"),
     ]  # fmt: skip
     if mixed:
         out.append(Goal("remote", ds, "cas push / plain s3fs upload",

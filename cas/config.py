@@ -1,9 +1,10 @@
 """Repository configuration: ``.cas/config`` (committed) overlaid by ``.cas/config.local``
 (git-ignored, for credentials and machine-specific paths). INI syntax, as git-config and DVC use.
 
-Keys: ``core.store`` (path of the local store, default ``.cas/store``; point several clones at one
-folder to share a cache), ``core.fsync`` (true: packs are flushed to disk before they are named,
-so they survive power loss; default false, like ``cp`` and DVC: a kill -9 is safe either way),
+Keys: ``core.store`` (path of the local store, default ``.cas/store``, in a linked ``git worktree``
+the main worktree's; point several clones at one folder to share a cache), ``core.fsync``
+(true: packs are flushed to disk before they are named, so they survive power loss; default
+false, like ``cp`` and DVC: a kill -9 is safe either way),
 ``core.executor`` (where ``cas add`` and ``cas manifest create|append`` hash: a Dask scheduler
 address ``tcp://host:8786``, ``processes[:N]`` or ``local``; default this process).
 """

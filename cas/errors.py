@@ -16,6 +16,7 @@ exactly that line (no traceback unless ``--verbose``) and exits with ``exit_code
     +-- StorageError (7)              the store or a remote failed (disk full, permission, network)
     +-- LockedError (8)               another cas process holds a lock for too long
     +-- DependencyError (9)           an optional extra is not installed
+    +-- RerunFailedError (10)         ``cas repro``: the rerun of a recorded command failed
 """
 
 from __future__ import annotations
@@ -87,3 +88,7 @@ def missing_extra(module: str, extra: str) -> DependencyError:
         f"the optional dependency '{module}' is not installed; "
         f"install it with: pip install 'cas-data[{extra}]'"
     )
+
+
+class RerunFailedError(CasError):
+    exit_code = 10

@@ -15,8 +15,14 @@ taken as it is. ``cas://@/PATH`` names the worktree pointers explicitly, which i
 tracked path whose first component starts with ``@`` is read. The prefix stays in every name
 the filesystem returns, so a reader that lists a folder and opens what it found keeps reading
 the same revision; a path whose REV is not the filesystem's ``rev`` is an error, never a read
-of the other revision. Nothing is checked out: bytes come from the chunks in the
-local store, each verified on read, and a range read touches only the chunks covering the range.
+of the other revision.
+
+Nothing is checked out: bytes come from the chunks in the
+local store, each verified on read, and a range read touches only the chunks covering the range;
+a read of a whole file is also checked against the file's BLAKE3. A corpus's files
+(``kind corpus``) are read from where they lie, through :class:`cas.ops.corpus.CorpusReader`:
+a whole file is hashed before it is returned, a range is served only while the file's size and
+change marker are the recorded ones (docs/corpus.md, "Reading a corpus").
 
 The fsspec entry point ``cas = "cas.fs:CASFileSystem"`` (group ``fsspec.specs``) makes pandas,
 pyarrow, DuckDB and anything else fsspec-aware resolve ``cas://`` without importing cas first.
@@ -34,15 +40,21 @@ import urllib.parse
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
+from cas import hashing
+from cas.errors import CorruptObjectError
 from cas.gitio import GitRepo
+from cas.ops.checkout import check_length
 from cas.ops.compare import expected_rows
 from cas.pointer import Pointer
 from cas.repo import Repo, Target
 from cas.rows import Row
+
+if TYPE_CHECKING:
+    from cas.ops.corpus import CorpusReader
 
 __all__ = ["CASFile", "CASFileSystem", "RepoView"]
 
@@ -82,6 +94,7 @@ class RepoView:
         self._pid = os.getpid()
         self._rows: dict[tuple[str, str], dict[str, Row]] = {}
         self._pointers: dict[str, Pointer] = {}
+        self._corpora: dict[str, CorpusReader] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"root": self.root, "rev": self.rev}
@@ -93,12 +106,14 @@ class RepoView:
         self._pid = -1
         self._rows = {}
         self._pointers = {}
+        self._corpora = {}
 
     @property
     def repo(self) -> Repo:
         if self._repo is None or self._pid != os.getpid():
             self._repo = Repo(GitRepo(self.root))
             self._pid = os.getpid()
+            self._corpora = {}  # their fsspec clients belong to the parent process too
         return self._repo
 
     def targets(self) -> list[Target]:
@@ -126,12 +141,47 @@ class RepoView:
             self._rows[key] = rows
         return rows
 
+    def corpus(self, target: Target, ptr: Pointer) -> CorpusReader | None:
+        """The reader of a corpus pointer's files (None for any other kind), one per version."""
+        if ptr.kind != "corpus":
+            return None
+        repo = self.repo  # first: a new process drops the readers of its parent
+        reader = self._corpora.get(ptr.manifest)
+        if reader is None:
+            from cas.ops.corpus import CorpusReader
+
+            reader = self._corpora[ptr.manifest] = CorpusReader(repo, ptr.manifest, target.pointer)
+        return reader
+
+    def read_file(self, target: Target, ptr: Pointer, rel: str, row: Row) -> bytes:
+        """A whole file (``rel`` inside the target), verified against its row: chunk by chunk,
+        then length and BLAKE3 of the whole; a corpus file is read from its location."""
+        shown = target.path if ptr.kind == "file" else f"{target.path}/{rel}"
+        reader = self.corpus(target, ptr)
+        if reader is not None:
+            return reader.read(rel, row.size, row.hash)
+        return verified_file(row, self.read_chunks([cid for cid, _ in row.chunks], shown), shown)
+
     def read_chunks(self, chunk_ids: list[bytes], needed_by: str) -> list[bytes]:
         """Verified chunk bytes, fetching any the local store lacks first; ``needed_by`` (a
         path) names what needs them if they are on no store."""
         repo = self.repo
         _ensure_local(repo, chunk_ids, needed_by)
         return list(repo.objects.read_chunks(chunk_ids))
+
+
+def verified_file(row: Row, chunks: list[bytes], shown: str) -> bytes:
+    """The file's bytes from its verified chunks, once each chunk has its listed length and the
+    whole hashes to the row's hash (a manifest may pair real chunks with another file's hash)."""
+    for chunk, data in zip(row.chunks, chunks):
+        check_length(chunk, data, shown)
+    data = b"".join(chunks)
+    if len(data) != row.size or hashing.digest(data) != row.hash:
+        raise CorruptObjectError(
+            f"the chunks of {shown} do not make up its recorded size and hash; "
+            "the manifest is corrupt or hostile: run 'cas fsck'"
+        )
+    return data
 
 
 def _dir_info(name: str) -> dict[str, Any]:
@@ -229,10 +279,17 @@ class CASFileSystem(AbstractFileSystem):
             yield from self.view.files(t, self.view.pointer(t)).items()
 
     def _file(self, path: str) -> Row | None:
+        found = self._locate(path)
+        return found[3] if found is not None else None
+
+    def _locate(self, path: str) -> tuple[Target, Pointer, str, Row] | None:
+        """The target holding the file ``path``, its pointer, the path inside it, its row."""
         for t in self._overlapping(path):
-            row = self.view.files(t, self.view.pointer(t)).get(path)
+            ptr = self.view.pointer(t)
+            row = self.view.files(t, ptr).get(path)
             if row is not None:
-                return row
+                rel = path if ptr.kind == "file" else path[len(t.path) + 1 :]
+                return t, ptr, rel, row
         return None
 
     def _under(self, path: str) -> Iterator[tuple[str, Row]]:
@@ -325,11 +382,14 @@ class CASFileSystem(AbstractFileSystem):
         at, path = self._path(path)
         if mode != "rb":
             raise _read_only(path)
-        row = self._file(path)
-        if row is None:
+        found = self._locate(path)
+        if found is None:
             raise FileNotFoundError(f"cas://{at}{path}: not a tracked file at this revision")
+        from cas.runs.api import note_read  # inside 'cas run': what the run read
+
+        note_read({"path": path, "rev": self.view.rev, "hash": found[3].hash.hex()})
         return CASFile(
-            self, at + path, row, block_size=block_size, cache_options=cache_options, **kwargs
+            self, at + path, *found, block_size=block_size, cache_options=cache_options, **kwargs
         )
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
@@ -355,10 +415,26 @@ class CASFile(AbstractBufferedFile):
     fsspec cache and keeps only the last chunk it read: sequential small reads (what pyarrow
     and ``readline`` do) read each chunk once, and a random range read reads only the chunks
     that overlap it. ``chunks_read`` counts chunks read from the store and ``reads`` the I/O
-    requests that fetched them (chunks adjacent in a pack come in one read)."""
+    requests that fetched them (chunks adjacent in a pack come in one read).
 
-    def __init__(self, fs: CASFileSystem, path: str, row: Row, **kwargs: Any) -> None:
+    Every chunk is verified against its id and its listed length; a read that covers the whole
+    file is also verified against the file's size and BLAKE3. A corpus file is read from its
+    location (:class:`cas.ops.corpus.CorpusReader`: whole reads hashed, ranges served while the
+    file's size and change marker are the recorded ones)."""
+
+    def __init__(
+        self,
+        fs: CASFileSystem,
+        path: str,
+        target: Target,
+        ptr: Pointer,
+        rel: str,
+        row: Row,
+        **kwargs: Any,
+    ) -> None:
         self.row = row
+        self.rel = rel
+        self.corpus = fs.view.corpus(target, ptr)
         self.offsets = list(itertools.accumulate((size for _, size in row.chunks), initial=0))
         self.chunks_read = 0
         self.reads = 0
@@ -372,6 +448,10 @@ class CASFile(AbstractBufferedFile):
         end = min(end, self.size)
         if start >= end:
             return b""
+        if self.corpus is not None:
+            if start == 0 and end == self.size:
+                return self.corpus.read(self.rel, self.size, self.row.hash)
+            return self.corpus.read_range(self.rel, self.size, self.row.hash, start, end)
         first = bisect_right(self.offsets, start) - 1
         stop = bisect_left(self.offsets, end)  # chunks first .. stop-1 cover [start, end)
         todo = [i for i in range(first, stop) if self._last is None or i != self._last[0]]
@@ -387,8 +467,14 @@ class CASFile(AbstractBufferedFile):
         )
         if self._last is not None and first <= self._last[0] < stop:
             got[self._last[0]] = self._last[1]
+        for i in todo:
+            check_length(self.row.chunks[i], got[i], f"cas://{self.path}")
         self.chunks_read += len(todo)
         self.reads += objects.reads - reads_before
         self._last = (stop - 1, got[stop - 1])
+        if first == 0 and stop == len(self.row.chunks):  # the whole file: check its hash too
+            return verified_file(self.row, [got[i] for i in range(stop)], f"cas://{self.path}")[
+                start:end
+            ]
         base = self.offsets[first]
         return b"".join(got[i] for i in range(first, stop))[start - base : end - base]

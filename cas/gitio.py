@@ -25,6 +25,25 @@ def find_root(start: Path) -> Path:
     raise NotARepoError(f"{start} is not inside a Git repository; run 'git init' first")
 
 
+def main_worktree(root: Path) -> Path | None:
+    """The main worktree's root when ``root`` is a linked worktree (``git worktree add``: its
+    ``.git`` is a file naming ``<common dir>/worktrees/<name>``, which holds ``commondir``);
+    None for a main worktree, a submodule (no ``commondir``) or a bare common dir. Read from
+    those two files, without GitPython or a git process: every command calls it."""
+    dotgit = root / ".git"
+    if not dotgit.is_file():
+        return None
+    try:
+        text = dotgit.read_text(encoding="utf-8").strip()
+        if not text.startswith("gitdir:"):
+            return None
+        gitdir = (root / text[len("gitdir:") :].strip()).resolve()
+        common = (gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return common.parent if common.name == ".git" else None
+
+
 class GitRepo:
     def __init__(self, start: Path) -> None:
         self.root = find_root(start)
@@ -86,6 +105,12 @@ class GitRepo:
             ["git", "-C", str(self.root), *args], capture_output=True, text=True, check=False
         )
         return proc.stdout if proc.returncode == 0 else None
+
+    @functools.cached_property
+    def common_dir(self) -> Path:
+        """The Git folder every worktree of this clone shares (``.git`` of the main worktree;
+        a linked worktree's own ``.git`` is a file pointing into it)."""
+        return (self.root / self.run("rev-parse", "--git-common-dir").strip()).resolve()
 
     def head(self) -> str | None:
         """HEAD's commit; None before the first commit."""

@@ -16,14 +16,17 @@ and its pack; they are never returned.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import threading
+import types
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from cas import hashing
 from cas.clone import BLOCK, clone_range
@@ -37,6 +40,8 @@ _TAIL = struct.Struct("<I8s")  # entry count, magic
 PACK_TARGET_SIZE = 32 * 1024 * 1024
 _MAX_OPEN_PACKS = 64
 _MAX_READ = 8 * 1024 * 1024
+#: A pack is read for upload or verification in pieces of this size (see PackReader).
+PACK_PIECE = 1 << 20
 _PACK_SHIFT = 72  # a code is pack number << 72 | offset << 32 | length (u32)
 _OFFSET_MASK = (1 << 40) - 1
 # Files this large get their chunks block-aligned in packs (see PackWriter.add): at most BLOCK - 1
@@ -130,21 +135,171 @@ def encode_entries(entries: Iterable[tuple[bytes, int, int]]) -> bytes:
     return b"".join(_ENTRY.pack(cid, off, length) for cid, off, length in entries)
 
 
-def iter_entries(data: bytes | memoryview, where: str) -> Iterator[tuple[bytes, int, int]]:
-    """A pack table's entries one at a time: loading the index of 1,000,000 chunks through a
-    list would hold a tuple per chunk at once."""
+def decode_entries(data: bytes | memoryview, where: str) -> list[tuple[bytes, int, int]]:
     if len(data) % _ENTRY.size:
         raise CorruptObjectError(f"{where} is truncated; run 'cas fsck' to find damaged packs")
-    return _ENTRY.iter_unpack(data)
-
-
-def decode_entries(data: bytes | memoryview, where: str) -> list[tuple[bytes, int, int]]:
-    return list(iter_entries(data, where))
+    return list(_ENTRY.iter_unpack(data))
 
 
 def trailer_bytes(data: bytes, count: int) -> bytes:
     """The trailer of a pack holding ``count`` chunks: what the pack id hashes."""
     return data[len(data) - _TAIL.size - count * _ENTRY.size :]
+
+
+class PackReader(io.RawIOBase):
+    """A pack file read front to back, every byte checked before it is returned: the one pack
+    verifier of uploads (push hands it to the store as the request body) and downloads.
+
+    The trailer is read first (from the end of the file); then the file is read in pieces of
+    PACK_PIECE bytes, and a piece is returned only once every chunk it completes hashes to its
+    id (a chunk spanning pieces is hashed incrementally) and every trailer byte in it equals the
+    trailer whose hash is the pack id. The last piece holds the trailer, so a reader that gets
+    every byte has got a pack that passed the checks of ``cas fsck``, and an upload that stops
+    at a bad byte never completes: the remote publishes no object. Memory: one piece, whatever
+    the pack size. ``failure`` keeps the error that stopped a read (the HTTP stack may wrap it);
+    seeking back to 0 restarts the checks, so a retried request is checked again."""
+
+    def __init__(self, path: Path, pack_id: str, where: str, fix: str) -> None:
+        """``where`` places the pack in messages ("in the local store", "on remote 'origin'");
+        ``fix`` ends them."""
+        super().__init__()
+        self.pack_id = pack_id
+        self._what = f"pack {pack_id} {where} is corrupt"
+        self._fix = fix
+        self.failure: CorruptObjectError | None = None
+        self._served = 0
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        try:
+            self.size = os.fstat(self._file.fileno()).st_size
+            self.entries, self._trailer = self._read_trailer()
+            self._order = sorted(self.entries, key=lambda entry: entry[1])
+            for (_c, off, length), (_d, nxt, _n) in zip(self._order, self._order[1:]):
+                if off + length > nxt:
+                    raise self._corrupt("its trailer lists overlapping chunks")
+        except BaseException:
+            self._file.close()
+            raise
+        self._table_start = self.size - len(self._trailer)
+        self.seek(0)
+
+    def _corrupt(self, why: str) -> CorruptObjectError:
+        self.failure = CorruptObjectError(f"{self._what}: {why}; {self._fix}")
+        return self.failure
+
+    def _read_trailer(self) -> tuple[list[tuple[bytes, int, int]], bytes]:
+        if self.size < _TAIL.size:
+            raise self._corrupt("it is too short")
+        count, magic = _TAIL.unpack(os.pread(self._file.fileno(), _TAIL.size,
+                                             self.size - _TAIL.size))  # fmt: skip
+        table_start = self.size - _TAIL.size - count * _ENTRY.size
+        if magic != PACK_MAGIC or table_start < 0:
+            raise self._corrupt("it has no valid trailer")
+        trailer = os.pread(self._file.fileno(), self.size - table_start, table_start)
+        if len(trailer) != self.size - table_start:
+            raise self._corrupt("it shrank while it was read")
+        if hashing.digest(trailer).hex() != self.pack_id:
+            raise self._corrupt("its trailer does not hash to its name")
+        entries = decode_entries(trailer[: -_TAIL.size], f"pack {self.pack_id}")
+        if any(off + length > table_start for _cid, off, length in entries):
+            raise self._corrupt("its trailer lists a chunk beyond its data")
+        return entries, trailer
+
+    # -- io.RawIOBase ------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._served
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Back to 0 (a retry re-reads and re-checks everything) or where it is already: a
+        reader cannot skip bytes it has not checked."""
+        target = (
+            offset + {os.SEEK_SET: 0, os.SEEK_CUR: self._served, os.SEEK_END: self.size}[whence]
+        )
+        if target == 0:
+            self._file.seek(0)
+            self._checked = self._next = self._served = self._at = 0
+            self._hasher: Any = None  # a blake3 hasher while a chunk spans pieces
+            self._piece = memoryview(b"")
+        elif target != self._served:
+            raise io.UnsupportedOperation("a PackReader only rewinds to its start")
+        return self._served
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` checked bytes (at most the rest of one piece; ``-1``: the rest of
+        the pack, which only a small pack should be read with)."""
+        if size is None or size < 0:
+            out = bytearray()
+            while chunk := self.read(PACK_PIECE):
+                out += chunk
+            return bytes(out)
+        if self.failure is not None:
+            raise self.failure
+        if self._at == len(self._piece):
+            if self._checked >= self.size:
+                return b""
+            self._check_next_piece()
+        out = bytes(self._piece[self._at : self._at + size])  # the one copy: HTTP wants bytes
+        self._at += len(out)
+        self._served += len(out)
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+    def _check_next_piece(self) -> None:
+        """Read the next piece and check every chunk it ends and every trailer byte in it."""
+        start = self._checked
+        want = min(PACK_PIECE, self.size - start)
+        data = self._file.read(want)
+        if len(data) != want:
+            raise self._corrupt("it shrank while it was read")
+        piece, end = memoryview(data), start + want
+        order = self._order
+        while self._next < len(order):
+            cid, off, length = order[self._next]
+            if off >= end:
+                break
+            lo, hi = max(off, start), min(off + length, end)
+            if lo == off and hi == off + length:
+                ok = hashing.digest(piece[off - start : hi - start]) == cid
+            else:
+                if self._hasher is None:
+                    self._hasher = hashing.hasher()
+                self._hasher.update(piece[lo - start : hi - start])
+                if hi < off + length:
+                    break  # the chunk goes on in the next piece
+                ok, self._hasher = self._hasher.digest() == cid, None
+            if not ok:
+                raise self._corrupt(f"chunk {cid.hex()} has wrong bytes")
+            self._next += 1
+        if end > self._table_start:
+            lo = max(start, self._table_start)
+            if (
+                piece[lo - start :]
+                != self._trailer[lo - self._table_start : end - self._table_start]
+            ):
+                raise self._corrupt("its trailer changed while it was read")
+        self._piece, self._at, self._checked = piece, 0, end
+
+    def check_all(self) -> list[tuple[bytes, int, int]]:
+        """Read the whole pack (one piece at a time) and return its trailer entries."""
+        if self.failure is not None:
+            raise self.failure
+        while self._checked < self.size:
+            self._check_next_piece()
+        self._at, self._served = len(self._piece), self.size
+        return self.entries
 
 
 def pack_trailer(data: bytes, pack_id: str) -> list[tuple[bytes, int, int]]:
@@ -161,6 +316,57 @@ def pack_trailer(data: bytes, pack_id: str) -> list[tuple[bytes, int, int]]:
         if off + length > table_start:
             raise CorruptObjectError(f"{where} lists a chunk beyond its data; run 'cas fsck'")
     return entries
+
+
+def checked_index(
+    data: bytes | memoryview, pack_id: str, where: str, fix: str
+) -> list[tuple[bytes, int, int]]:
+    """The entries of an index file, if it is the trailer of pack ``pack_id``; else
+    CorruptObjectError naming ``where`` and ``fix``. The one check of every index file, local
+    (:meth:`ObjectStore.pack_entries`) or remote: a pack id is BLAKE3 of its trailer, and an index
+    file is ``INDEX_MAGIC`` + the trailer's entries, so one hash of the file (44 bytes a chunk,
+    ~25 ms of CPU for 1,000,000 chunks) proves every chunk id, offset and length in it. A chunk
+    index built from index files (in memory, or on disk) must take its entries from here."""
+    view = memoryview(data)
+    body = view[len(INDEX_MAGIC) :]
+    if bytes(view[: len(INDEX_MAGIC)]) != INDEX_MAGIC or len(body) % _ENTRY.size:
+        raise CorruptObjectError(f"{where} is not an index file; {fix}")
+    hasher = hashing.hasher()
+    hasher.update(body)
+    hasher.update(_TAIL.pack(len(body) // _ENTRY.size, PACK_MAGIC))
+    if hasher.digest().hex() != pack_id:
+        raise CorruptObjectError(f"{where} does not match pack {pack_id}; {fix}")
+    return decode_entries(body, where)
+
+
+def verified_trailer(
+    read: Callable[[int, int], bytes], size: int, pack_id: str, fix: str
+) -> list[tuple[bytes, int, int]]:
+    """The entries of a pack's trailer, read with ``read(offset, length)`` from a pack of
+    ``size`` bytes, checked against the pack id (and the pack's length): two small reads, not
+    the whole pack. The chunks themselves are not read (fsck and fetch check those)."""
+    where = f"pack {pack_id}"
+    if size < _TAIL.size:
+        raise CorruptObjectError(f"{where} is too short; {fix}")
+    tail = read(size - _TAIL.size, _TAIL.size)
+    count, magic = _TAIL.unpack(tail)
+    table_start = size - _TAIL.size - count * _ENTRY.size
+    if magic != PACK_MAGIC or table_start < 0:
+        raise CorruptObjectError(f"{where} has no valid trailer; {fix}")
+    table = read(table_start, count * _ENTRY.size)
+    if hashing.digest(table + tail).hex() != pack_id:
+        raise CorruptObjectError(
+            f"{where} is corrupt: its trailer does not hash to its name; {fix}"
+        )
+    entries = decode_entries(table, where)
+    if any(off + length > table_start for _cid, off, length in entries):
+        raise CorruptObjectError(f"{where} lists a chunk beyond its data; {fix}")
+    return entries
+
+
+#: What a message about a damaged local object tells the user to run: it re-downloads every
+#: damaged object the pointers need from the remote (``cas.ops.transfer.fetch(repair=True)``).
+LOCAL_REPAIR = "run 'cas fetch --repair' to replace it from a remote"
 
 
 class _OpenPack:
@@ -198,12 +404,23 @@ class PackWriter:
     ``repack`` (gc) copies chunks the store already holds, so it skips the "already stored" check,
     and fsyncs even when ``core.fsync`` is off: the old pack is deleted once the new one is sealed,
     and a power cut must not take both. ``sealed`` lists the packs written.
+
+    ``staging`` (``cas add --to-remote``) sends each sealed pack elsewhere and takes it out of the
+    local store: every thread then fills one shared pack, and a seal waits for the previous
+    pack's upload, so at most two packs are ever on disk (one filling, one uploading); a chunk
+    the staging's remote already holds is not stored again.
     """
 
-    def __init__(self, objects: ObjectStore, repack: bool = False) -> None:
+    def __init__(
+        self, objects: ObjectStore, repack: bool = False, staging: Staging | None = None
+    ) -> None:
         self.objects = objects
         self.repack = repack
-        self._local = threading.local()
+        self.staging = staging
+        self._local: threading.local | types.SimpleNamespace = (
+            threading.local() if staging is None else types.SimpleNamespace(pack=None)
+        )
+        self._shared = threading.Lock() if staging is not None else contextlib.nullcontext()
         self._open: list[_OpenPack] = []
         self._pending: set[bytes] = set()
         self._lock = threading.Lock()
@@ -240,8 +457,15 @@ class PackWriter:
         with self._lock:
             if chunk_id in self._pending or (not self.repack and self.objects.has_chunk(chunk_id)):
                 return False
+            if self.staging is not None and self.staging.has_chunk(chunk_id):
+                return False
             self._pending.add(chunk_id)
             self.new_bytes += len(data)
+        with self._shared:
+            self._append(chunk_id, data, at)
+        return True
+
+    def _append(self, chunk_id: bytes, data: bytes | memoryview, at: int | None) -> None:
         pack: _OpenPack | None = getattr(self._local, "pack", None)
         try:
             if pack is None:
@@ -262,7 +486,6 @@ class PackWriter:
         if pack.offset >= PACK_TARGET_SIZE:
             self._local.pack = None
             self._seal(pack)
-        return True
 
     def _seal(self, pack: _OpenPack) -> None:
         with self._lock:
@@ -275,6 +498,9 @@ class PackWriter:
             _discard(pack)
             raise storage_error(err, self._cannot_write) from err
         pack_id = hashing.digest(trailer).hex()
+        if self.staging is not None:
+            for fut in self._sealing:  # the previous pack is uploaded before another is sealed
+                fut.result()
         self._sealing.append(self._sealer.submit(self._commit, pack, pack_id))
 
     def _commit(self, pack: _OpenPack, pack_id: str) -> None:
@@ -286,11 +512,27 @@ class PackWriter:
         except OSError as err:
             pack.path.unlink(missing_ok=True)
             raise storage_error(err, self._cannot_write) from err
+        if self.staging is not None:
+            # Sealed under its name first: a kill -9 or a network failure during the upload
+            # leaves an ordinary local pack (its index is rebuilt from its trailer), which the
+            # rerun's push sends. Its chunks stay pending: later packs of this add skip them.
+            self.staging.upload(pack_id, self.objects.local.path(pack_key(pack_id)))
+            self.objects.local.delete(pack_key(pack_id))
+            self.sealed.append(pack_id)
+            return
         self.objects.local.put_bytes(index_key(pack_id), INDEX_MAGIC + pack.table)
         if self.objects.register(pack_id, _ENTRY.iter_unpack(pack.table)):
             with self._lock:  # the index knows them now: the pending set need not
                 self._pending.difference_update(c for c, _o, _n in _ENTRY.iter_unpack(pack.table))
         self.sealed.append(pack_id)
+
+
+class Staging(Protocol):
+    """Where ``cas add --to-remote`` sends sealed packs (:class:`cas.ops.transfer.Staging`)."""
+
+    def has_chunk(self, chunk_id: bytes) -> bool: ...
+
+    def upload(self, pack_id: str, path: Path) -> None: ...
 
 
 class ObjectStore:
@@ -314,22 +556,50 @@ class ObjectStore:
         return self._index
 
     def _load_index(self) -> ChunkIndex:
+        """Every pack's verified entries (:meth:`pack_entries`). An index file whose pack is gone
+        names nothing (its chunks are not here; fsck reports it); a pack whose index and trailer
+        both fail their check adds nothing either: its chunks count as absent, so add stores them
+        again and fetch brings them, rather than trust a location no check vouches for."""
         index = ChunkIndex()
-        indexed = set()
-        for key in self.local.list("index/"):
-            pack_id = key.rsplit("/", 1)[1]
-            data = self.local.get(key)
-            if not data.startswith(INDEX_MAGIC):
-                raise CorruptObjectError(f"index {key} is damaged; delete it and rerun")
-            index.add(pack_id, iter_entries(memoryview(data)[len(INDEX_MAGIC) :], key))
-            indexed.add(pack_id)
-        for key in self.local.list("packs/"):
-            pack_id = key.rsplit("/", 1)[1]
-            if pack_id not in indexed:  # sealed but killed before its index was written
-                entries = pack_trailer(self.local.get(key), pack_id)
-                self.local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
-                index.add(pack_id, entries)
+        for pack_id in self.pack_ids():
+            try:
+                index.add(pack_id, self.pack_entries(pack_id))
+            except (CorruptObjectError, ObjectMissingError):
+                continue
         return index
+
+    def pack_entries(self, pack_id: str) -> list[tuple[bytes, int, int]]:
+        """A pack's chunks (id, offset, length), verified against its id: from its index file,
+        or, when that is missing (a pack sealed by a process killed before it wrote the index)
+        or fails the check, from the pack's trailer, and the index file is then rewritten.
+        Raises CorruptObjectError when the trailer fails too, ObjectMissingError when the pack
+        is gone."""
+        key = index_key(pack_id)
+        damaged = False
+        try:
+            return checked_index(self.local.get(key), pack_id, key, LOCAL_REPAIR)
+        except KeyError:
+            pass
+        except CorruptObjectError:
+            damaged = True
+        entries = self.trailer(pack_id)
+        if damaged:
+            self.local.delete(key)
+        self.local.put_bytes(key, INDEX_MAGIC + encode_entries(entries))
+        return entries
+
+    def trailer(self, pack_id: str) -> list[tuple[bytes, int, int]]:
+        """The verified trailer of a local pack (see :func:`verified_trailer`)."""
+        key = pack_key(pack_id)
+        try:
+            size = self.local.size(key)
+        except KeyError:
+            raise ObjectMissingError(
+                f"pack {pack_id} is not in the local store; run 'cas fsck'"
+            ) from None
+        return verified_trailer(
+            lambda off, n: self.local.get_range(key, off, n), size, pack_id, LOCAL_REPAIR
+        )
 
     def forget_index(self) -> None:
         """Drop the loaded index: other processes sealed packs it does not know (workers of
@@ -353,8 +623,8 @@ class ObjectStore:
         index = self.index
         return {cid for cid in chunk_ids if cid not in index}
 
-    def writer(self, repack: bool = False) -> PackWriter:
-        return PackWriter(self, repack)
+    def writer(self, repack: bool = False, staging: Staging | None = None) -> PackWriter:
+        return PackWriter(self, repack, staging)
 
     # -- chunk reads -------------------------------------------------------------------------
     def _fd(self, pack_id: str) -> int:
@@ -367,7 +637,7 @@ class ObjectStore:
                 fd = os.open(self.local.path(pack_key(pack_id)), os.O_RDONLY)
             except FileNotFoundError:
                 raise ObjectMissingError(
-                    f"pack {pack_id} is listed in the index but missing; run 'cas fsck'"
+                    f"pack {pack_id} left the local store while being read; rerun"
                 ) from None
             except OSError as err:
                 raise storage_error(err, f"cannot read pack {pack_id}") from err
@@ -412,8 +682,7 @@ class ObjectStore:
                 piece = data[loc.offset - first.offset : loc.offset - first.offset + loc.length]
                 if len(piece) != loc.length or hashing.digest(piece) != cid:
                     raise CorruptObjectError(
-                        f"chunk {cid.hex()} in pack {loc.pack} is corrupt; "
-                        "run 'cas fsck' and restore the pack from a remote ('cas pull')"
+                        f"chunk {cid.hex()} in pack {loc.pack} is corrupt; {LOCAL_REPAIR}"
                     )
                 yield piece
             i = j

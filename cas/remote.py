@@ -16,6 +16,13 @@ secrets only in ``.cas/config.local`` (git-ignored).
 
 Credentials otherwise come from wherever botocore looks (environment, profile, instance role). A
 secret is refused in the committed file, never printed, and never part of an error message.
+
+The committed file changes with the checkout, but a clone's remotes must not (Git keeps its own
+remotes outside the history): every remote cas sees in the committed file, or adds, is also
+recorded in ``<git common dir>/cas/remotes`` (per clone, shared by its linked worktrees, never
+committed). A remote the checked-out ``.cas/config`` does not name (an older commit, from before
+``cas remote add``) is read from that record; one it does name is taken from it whole, and the
+record follows. ``cas remote remove`` removes it from both. See docs/remotes.md.
 """
 
 from __future__ import annotations
@@ -140,6 +147,72 @@ def _parser(repo: Repo) -> configparser.ConfigParser:
     return Config(repo.cas_dir).parser
 
 
+def _is_remote(sect: str) -> bool:
+    return re.fullmatch(r'remote "(.+)"', sect) is not None
+
+
+def record_path(repo: Repo) -> Path:
+    """The clone's record of its remotes: in Git's common folder, so no checkout changes it
+    and every linked worktree of the clone sees the same remotes."""
+    return repo.git.common_dir / "cas" / "remotes"
+
+
+def _read_ini(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as err:  # first line only, not chained: it may quote a value
+        first = str(err).splitlines()[0]
+        raise UsageError(f"{path} is not valid config: {first}; fix or remove it") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path} is not UTF-8 text (byte {err.start}); fix or remove it") from None
+    return parser
+
+
+def _write_ini(parser: configparser.ConfigParser, path: Path, mode: int | None = None) -> None:
+    """Write atomically: a temp file beside ``path``, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            parser.write(f)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(err, f"cannot write {path}") from err
+
+
+def _recorded(
+    repo: Repo, committed: configparser.ConfigParser | None = None
+) -> configparser.ConfigParser:
+    """The clone's record, first brought up to date with the committed file (``committed``:
+    already read): each remote section the committed file has is copied whole (so an option
+    unset there is unset here), and its default remote too. Written only when it changed."""
+    if committed is None:
+        committed = _read_ini(repo.cas_dir / CONFIG)
+    path = record_path(repo)
+    record = _read_ini(path)
+    changed = False
+    for sect in committed.sections():
+        if not _is_remote(sect):
+            continue
+        values = {k: v for k, v in committed.items(sect) if k not in SECRETS}
+        if not record.has_section(sect) or dict(record.items(sect)) != values:
+            record[sect] = values
+            changed = True
+    default = committed.get("core", "remote", fallback=None)
+    if default is not None and record.get("core", "remote", fallback=None) != default:
+        if not record.has_section("core"):
+            record.add_section("core")
+        record.set("core", "remote", default)
+        changed = True
+    if changed:
+        _write_ini(record, path)
+    return record
+
+
 def _refuse_committed_secrets(repo: Repo) -> None:
     """A secret in the committed file reaches everyone who can read the repository (and one an
     attacker committed would send the victim's requests to the attacker's account)."""
@@ -175,15 +248,22 @@ def check_endpoint(value: str) -> None:
 
 
 def remotes(repo: Repo) -> dict[str, Remote]:
+    """Every remote: as the checked-out config (overlaid by config.local) gives it, else as
+    the clone's record remembers it."""
     parser = _parser(repo)
     _refuse_committed_secrets(repo)
+    committed = _read_ini(repo.cas_dir / CONFIG)
+    record = _recorded(repo, committed)
     found = {}
-    for sect in parser.sections():
+    only_recorded = [sect for sect in record.sections() if not parser.has_section(sect)]
+    for sect in [*parser.sections(), *only_recorded]:
         match = re.fullmatch(r'remote "(.+)"', sect)
         if not match:
             continue
         name = match.group(1)
-        values = dict(parser.items(sect))
+        values = {} if committed.has_section(sect) else dict(record.items(sect))
+        if parser.has_section(sect):
+            values.update(parser.items(sect))
         url = values.pop("url", None)
         if not url:
             raise UsageError(
@@ -198,7 +278,9 @@ def remotes(repo: Repo) -> dict[str, Remote]:
 
 
 def default_name(repo: Repo) -> str | None:
-    return _parser(repo).get("core", "remote", fallback=None)
+    """The checked-out config's default remote, else the one the clone recorded last."""
+    name = _parser(repo).get("core", "remote", fallback=None)
+    return name if name is not None else _recorded(repo).get("core", "remote", fallback=None)
 
 
 def resolve(repo: Repo, name: str | None = None) -> Remote:
@@ -237,28 +319,11 @@ def check_url(url: str) -> None:
 def _edit(repo: Repo, local: bool, change: Any) -> None:
     """Apply ``change(parser)`` to one config file, write it atomically, stage the committed one.
     Only that file is read, so the overlay never leaks secrets into the committed file."""
-    name = LOCAL_CONFIG if local else CONFIG
-    path: Path = repo.cas_dir / name
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(path, encoding="utf-8")
-    except configparser.Error as err:  # first line only, not chained: the rest quotes the line,
-        first = str(err).splitlines()[0]  # which may hold a secret (--verbose prints the chain)
-        raise UsageError(f"{path} is not valid config: {first}") from None
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{path} is not UTF-8 text (byte {err.start}); fix or remove it") from None
+    path: Path = repo.cas_dir / (LOCAL_CONFIG if local else CONFIG)
+    parser = _read_ini(path)
     with repo.lock():
         change(parser)
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                parser.write(f)
-            if local:
-                os.chmod(tmp, 0o600)  # it may hold secrets
-            os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise storage_error(err, f"cannot write {path}") from err
+        _write_ini(parser, path, 0o600 if local else None)  # config.local may hold secrets
         if not local:
             repo.git.stage([f"{repo.cas_dir.name}/{CONFIG}"])
 
@@ -302,14 +367,18 @@ def modify(repo: Repo, name: str, key: str, value: str | None, local: bool = Fal
     if key == "url" and value is None:
         raise UsageError("a remote needs a url; use `cas remote remove` to drop the remote")
 
+    recorded = _recorded(repo)
+
     def change(parser: configparser.ConfigParser) -> None:
         sect = section(name)
-        if value is None:
-            if parser.has_section(sect):
-                parser.remove_option(sect, key)
-            return
         if not parser.has_section(sect):
-            parser.add_section(sect)
+            # a remote only the clone's record knows (an older checkout): the committed file
+            # gets all of it, not one option without a url
+            known = not local and recorded.has_section(sect)
+            parser[sect] = dict(recorded.items(sect)) if known else {}
+        if value is None:
+            parser.remove_option(sect, key)
+            return
         parser.set(sect, key, value)
 
     _edit(repo, local, change)
@@ -340,3 +409,9 @@ def remove(repo: Repo, name: str) -> None:
     _edit(repo, False, change)
     if (repo.cas_dir / LOCAL_CONFIG).exists():
         _edit(repo, True, lambda parser: parser.remove_section(section(name)))
+    with repo.lock():
+        record = _read_ini(record_path(repo))
+        record.remove_section(section(name))
+        if record.get("core", "remote", fallback=None) == name:
+            record.remove_option("core", "remote")
+        _write_ini(record, record_path(repo))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from cas import flock, pointer
 from cas.config import Config, write_default
 from cas.errors import NotARepoError, PathError, UsageError
-from cas.gitio import GitRepo
+from cas.gitio import GitRepo, main_worktree
 from cas.objects import ObjectStore
 from cas.ops import add as add_op
 from cas.ops import checkout as checkout_op
@@ -65,12 +65,22 @@ class Repo:
             raise NotARepoError(f"cas is not initialised in {self.root}; run 'cas init'")
         self.config = Config(self.cas_dir)
         store_dir = self.config.get("core", "store")
-        store_root = (self.root / store_dir) if store_dir else self.cas_dir / "store"
+        store_root = (self.root / store_dir) if store_dir else self._default_store()
         self.local = LocalStore(
             store_root.resolve(), fsync=self.config.get_bool("core", "fsync", False)
         )
         self.objects = ObjectStore(self.local)
         self.stat_cache = StatCache(self.cas_dir / "state")
+
+    def _default_store(self) -> Path:
+        """``.cas/store``; in a linked worktree (``git worktree add``) the main worktree's, so
+        every worktree of a clone reads and writes one store (as they share one ``.git``), and
+        a new worktree checks out without fetching anything. A main worktree where cas is not
+        initialised keeps its stores apart."""
+        main = main_worktree(self.root)
+        if main is not None and (main / CAS_DIR / "config").is_file():
+            return main / CAS_DIR / "store"
+        return self.cas_dir / "store"
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -230,15 +240,29 @@ class Repo:
         progress: Progress | None = None,
         *,
         executor: str | Executor | None = None,
+        to_remote: bool = False,
+        remote: str | None = None,
     ) -> list[AddResult]:
         """Track folders or files: store their chunks, write and stage their pointers.
 
         ``executor`` hashes on a cluster (docs/scaling.md): a Dask scheduler address
         (``tcp://host:8786``), ``processes[:N]``, ``local``, or any
         ``concurrent.futures.Executor`` whose workers see the repository and the store at the
-        same paths. Default: ``core.executor`` of .cas/config, else this process."""
+        same paths. Default: ``core.executor`` of .cas/config, else this process.
+        ``to_remote``: new chunks go to ``remote`` (default: the default remote) instead of the
+        local store, which keeps only the manifests (docs/remotes.md, "add --to-remote"); it
+        hashes in this process."""
         if not paths:
             raise UsageError("name at least one folder or file to add")
+        if remote is not None and not to_remote:
+            raise UsageError("-r/--remote names where --to-remote sends the data; add --to-remote")
+        if to_remote:
+            if executor is not None:
+                raise UsageError("--to-remote hashes in this process; drop --executor")
+            from cas.ops.transfer import Staging  # lazily: imports fsspec
+
+            staging = Staging(self, remote)
+            return [add_op.add(self, self.target(p), progress, staging=staging) for p in paths]
         from cas.ops.distribute import executor_for  # lazily: only a cluster add needs it
 
         targets = [self.target(p) for p in paths]
@@ -287,7 +311,7 @@ class Repo:
             if ptr.kind == "corpus":  # files live at the corpus URL, not in the worktree
                 from cas import versions
 
-                prefix = versions.load_version(self, ptr.manifest).base or t.path
+                prefix = versions.load_pointed(self, ptr, t.pointer).base or t.path
             for path, row in sorted(expected_rows(self, t, ptr).items()):
                 listing.append(
                     {

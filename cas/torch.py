@@ -9,7 +9,9 @@
     stream = CASIterableDataset("corpus.cas", shuffle=True, seed=0)   # shards by worker, rank
 
 Nothing is checked out: items are rebuilt from verified chunks (missing ones are fetched from
-the default remote on demand). Splits are :mod:`cas.split`'s seeded, id-based assignment, so a
+the default remote on demand) and checked against the file's size and BLAKE3; a corpus's files
+(``kind corpus``) are read from their location and checked the same way before they are
+returned. Splits are :mod:`cas.split`'s seeded, id-based assignment, so a
 file never changes split when others are added. Every dataset has a ``fingerprint`` (manifest
 id, resolved commit, split seed and fractions) for the training run to log.
 
@@ -33,6 +35,7 @@ from cas.errors import UsageError, missing_extra
 from cas.fs import CASFileSystem, RepoView
 from cas.ops.compare import expected_rows
 from cas.repo import Target
+from cas.runs.api import note_read
 from cas.split import assign_codes
 
 try:
@@ -117,23 +120,24 @@ class _Files:
     ) -> None:
         _require_torch()
         self.view = RepoView(repo, rev)
-        target = _target(self.view, path, repo)
-        ptr = self.view.pointer(target)
-        rows = sorted(expected_rows(self.view.repo, target, ptr).items())
+        self.target = _target(self.view, path, repo)
+        self.ptr = self.view.pointer(self.target)
+        rows = sorted(expected_rows(self.view.repo, self.target, self.ptr).items())
         keep = _in_split([p for p, _ in rows], split, seed, fractions)
         chosen = range(len(rows)) if keep is None else np.flatnonzero(keep).tolist()
         self.paths = [rows[i][0] for i in chosen]
-        self.chunks = [[cid for cid, _ in rows[i][1].chunks] for i in chosen]
+        self.rows = [rows[i][1] for i in chosen]
         self.fingerprint = _fingerprint(
-            self.view, target, ptr.manifest, split, seed, fractions, len(self.paths)
+            self.view, self.target, self.ptr.manifest, split, seed, fractions, len(self.paths)
         )
+        note_read(self.fingerprint)  # inside 'cas run': what the run read
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def item(self, index: int) -> tuple[str, bytes]:
         path = self.paths[index]
-        return path, b"".join(self.view.read_chunks(self.chunks[index], path))
+        return path, self.view.read_file(self.target, self.ptr, path, self.rows[index])
 
 
 class CASDataset(Dataset):
@@ -318,6 +322,7 @@ class CASTableDataset(Dataset):
             columns=table.column_names,
             id_column=id_column,
         )
+        note_read(self.fingerprint)  # inside 'cas run': what the run read
 
     def __len__(self) -> int:
         return self._table.num_rows

@@ -42,6 +42,7 @@ from cas.errors import (
     CorruptObjectError,
     ManifestError,
     ObjectMissingError,
+    PointerError,
     UsageError,
 )
 from cas.objects import segment_key, version_key
@@ -169,6 +170,28 @@ def decode_version(data: bytes, version_id: str) -> Version:
     )
     if version.encode() != data:
         raise ManifestError(f"version {version_id} is not in canonical form; it may be hostile")
+    return version
+
+
+def load_pointed(repo: Repo, ptr: Pointer, where: str) -> Version:
+    """The version a versioned pointer (``where``) names, refused unless it is a version of the
+    pointer's own kind: a ``kind append`` pointer naming a dir manifest, or a corpus version,
+    would otherwise be read as something it is not."""
+    try:
+        version = load_version(repo, ptr.manifest)
+    except ObjectMissingError:
+        if not repo.objects.has_manifest(ptr.manifest):
+            raise
+        raise PointerError(
+            f"{where} is a 'kind {ptr.kind}' pointer but names manifest {ptr.manifest}, not a "
+            f"version; the pointer is corrupt or hostile: restore it ('git checkout -- {where}')"
+        ) from None
+    if version.kind != ptr.kind:
+        raise PointerError(
+            f"{where} is a 'kind {ptr.kind}' pointer but names a '{version.kind}' version "
+            f"({ptr.manifest}); the pointer is corrupt or hostile: restore it "
+            f"('git checkout -- {where}')"
+        )
     return version
 
 
@@ -437,7 +460,7 @@ def resolve(repo: Repo, pointer_path: str, rev: str | None = None) -> tuple[Poin
             f"{target.pointer} is a '{ptr.kind}' pointer; this command needs a corpus manifest "
             "('cas manifest create') or an append-only target ('cas add --append-only')"
         )
-    return ptr, load_version(repo, ptr.manifest)
+    return ptr, load_pointed(repo, ptr, target.pointer)
 
 
 def open_dataset(repo: Repo, pointer_path: str, rev: str | None = None) -> ds.Dataset:

@@ -23,6 +23,7 @@ from cas.rows import CONTROL, is_dotgit
 from cas.store.local import pid_alive
 
 TEMP_MARK = ".cas-tmp-"
+WIDTH = 4  # values per file in Listing.stats: size, mtime_ns, inode, ctime_ns
 _NAME = attrgetter("name")
 
 
@@ -32,15 +33,24 @@ class Entry:
     size: int
     mtime_ns: int
     ino: int
+    ctime_ns: int
     executable: bool
 
     @property
-    def stat_key(self) -> tuple[int, int, int]:
-        return (self.size, self.mtime_ns, self.ino)
+    def stat_key(self) -> tuple[int, int, int, int]:
+        return (self.size, self.mtime_ns, self.ino, self.ctime_ns)
+
+    @property
+    def changed_ns(self) -> int:
+        """When the file last changed in any way the cache could miss: content (mtime) or
+        inode (ctime: chmod, rename, and ``os.utime`` setting an old mtime back)."""
+        return max(self.mtime_ns, self.ctime_ns)
 
 
 def entry_of(abspath: str, rel: str, st: os.stat_result) -> Entry:
-    return Entry(rel, st.st_size, st.st_mtime_ns, st.st_ino, bool(st.st_mode & stat.S_IXUSR))
+    return Entry(
+        rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, bool(st.st_mode & S_IXUSR)
+    )
 
 
 def refuse(mode: int, shown: str) -> PathError:
@@ -52,10 +62,10 @@ def refuse(mode: int, shown: str) -> PathError:
 
 
 class Listing(Sequence[Entry]):
-    """A folder's regular files as columns: paths, a flat array of (size, mtime_ns, inode)
-    triples and executable flags. Entries are built only when asked for: on the fast path
-    (nothing changed) the stat cache compares the columns directly, and building 200,000
-    objects would cost more than the comparison."""
+    """A folder's regular files as columns: paths, a flat array of (size, mtime_ns, inode,
+    ctime_ns) quadruples (``WIDTH`` values per file) and executable flags. Entries are built
+    only when asked for: on the fast path (nothing changed) the stat cache compares the
+    columns directly, and building 200,000 objects would cost more than the comparison."""
 
     def __init__(self) -> None:
         self.paths: list[str] = []
@@ -67,12 +77,12 @@ class Listing(Sequence[Entry]):
 
     def add(self, path: str, st: os.stat_result) -> None:
         self.paths.append(path)
-        self.stats.extend((st.st_size, st.st_mtime_ns, st.st_ino))
+        self.stats.extend((st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
         self.execs.append(1 if st.st_mode & S_IXUSR else 0)
 
     def add_entry(self, e: Entry) -> None:
         self.paths.append(e.path)
-        self.stats.extend((e.size, e.mtime_ns, e.ino))
+        self.stats.extend(e.stat_key)
         self.execs.append(e.executable)
 
     def extend(self, other: Listing) -> None:
@@ -86,7 +96,7 @@ class Listing(Sequence[Entry]):
         s = self.stats
         for i in keep:
             part.paths.append(self.paths[i])
-            part.stats.extend((s[3 * i], s[3 * i + 1], s[3 * i + 2]))
+            part.stats.extend(s[WIDTH * i : WIDTH * i + WIDTH])
             part.execs.append(self.execs[i])
         return part
 
@@ -98,8 +108,17 @@ class Listing(Sequence[Entry]):
         self.paths, self.stats, self.execs = sorted_part.paths, sorted_part.stats, sorted_part.execs
 
     @property
+    def sizes(self) -> array:
+        return self.stats[0::WIDTH]
+
+    @property
     def total_size(self) -> int:
-        return sum(self.stats[0::3])
+        return sum(self.sizes)
+
+    def changed_ns(self) -> list[int]:
+        """:attr:`Entry.changed_ns` of every entry: what the racy check must look at."""
+        s = self.stats
+        return [max(m, c) for m, c in zip(s[1::WIDTH], s[3::WIDTH])]
 
     @overload
     def __getitem__(self, i: int) -> Entry: ...
@@ -110,13 +129,14 @@ class Listing(Sequence[Entry]):
     def __getitem__(self, i: int | slice) -> Entry | list[Entry]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        s = self.stats
-        return Entry(self.paths[i], s[3 * i], s[3 * i + 1], s[3 * i + 2], bool(self.execs[i]))
+        s, j = self.stats, WIDTH * i
+        return Entry(self.paths[i], s[j], s[j + 1], s[j + 2], s[j + 3], bool(self.execs[i]))
 
     def __iter__(self) -> Iterator[Entry]:
         s, execs = self.stats, self.execs
         for i, path in enumerate(self.paths):
-            yield Entry(path, s[3 * i], s[3 * i + 1], s[3 * i + 2], bool(execs[i]))
+            j = WIDTH * i
+            yield Entry(path, s[j], s[j + 1], s[j + 2], s[j + 3], bool(execs[i]))
 
 
 def scan(root: Path, shown: str) -> Listing:
@@ -167,7 +187,7 @@ def _walk(folder: str, prefix: str, shown: str, out: Listing) -> None:
         if not S_ISREG(mode):
             raise refuse(mode, f"{shown}/{prefix}{key}")
         paths_append(prefix + key)
-        stats_extend((st.st_size, st.st_mtime_ns, st.st_ino))
+        stats_extend((st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
         execs_append(1 if mode & S_IXUSR else 0)
 
 

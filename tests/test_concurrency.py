@@ -301,7 +301,8 @@ def test_two_clones_push_to_one_remote_at_once(
         git(clone, "commit", "-qm", f"data of {name}")
         clones[name] = clone
     points = [
-        ["cas.store.fsspec:FsspecStore.put_file", True, 0.03],
+        ["cas.store.fsspec:FsspecStore.put_reader", True, 0.03],  # packs
+        ["cas.store.fsspec:FsspecStore.put_file", True, 0.03],  # manifests
         ["cas.store.fsspec:FsspecStore.put_bytes", True, 0.03],
     ]
     runs = [(clones[n], ["push", "--jobs", "2", "--json"]) for n in ("b", "c")]

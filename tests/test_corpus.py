@@ -331,3 +331,53 @@ def test_add_append_only_round_trip(git_repo: Path) -> None:
     cas(git_repo, "add", "logs")  # plain add turns it back into a dir pointer
     err = cas(git_repo, "add", "--append-only", "logs", code=2).stderr
     assert "is a 'dir' pointer" in err
+
+
+def test_a_small_sample_still_checks_a_file(git_repo: Path, tmp_path: Path) -> None:
+    """``--sample 0.01`` of a 5-file corpus keeps no row by chance: at least one file is still
+    checked, the output says how many, and a drifted sole file is found."""
+    corpus = tmp_path / "corpus"
+    make_shard(corpus, "s", 4, seed=9)  # 4 parts + README.txt
+    cas(git_repo, "init")
+    cas(git_repo, "manifest", "create", "corpus.cas", str(corpus))
+    for seed in ("0", "1", "2"):
+        out = cas(git_repo, "manifest", "verify", "corpus.cas", "--sample", "0.01", "--seed", seed)
+        assert "corpus.cas: checked 1 files: ok" in out.stdout
+    for f in corpus.rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes() + b"drift")
+    out = cas(git_repo, "manifest", "verify", "corpus.cas", "--sample", "0.01", code=1)
+    assert "checked 1 files: 1 drifted" in out.stdout
+
+
+@pytest.mark.parametrize("kind", ["append", "corpus"])
+def test_a_versioned_pointer_naming_another_object_kind_is_refused(
+    git_repo: Path, tmp_path: Path, kind: str
+) -> None:
+    """A ``kind append`` (or ``kind corpus``) pointer naming a dir manifest, or a version of
+    the other kind, is refused in one line by every command that reads it (``checkout`` and
+    ``status`` leave a corpus alone: its bytes are not local)."""
+    corpus = tmp_path / "corpus"
+    make_shard(corpus, "s", 2, seed=2)
+    cas(git_repo, "init")
+    write(git_repo / "data/a.txt", "a")
+    cas(git_repo, "add", "data")
+    cas(git_repo, "manifest", "create", "corpus.cas", str(corpus))
+    write(git_repo / "logs/l.txt", "l")
+    cas(git_repo, "add", "--append-only", "logs")
+    git(git_repo, "commit", "-qm", "three kinds")
+    ids = {
+        name: (git_repo / f"{name}.cas").read_text().split("\n")[2].split()[1]
+        for name in ("data", "corpus", "logs")
+    }
+    other = "corpus" if kind == "append" else "logs"
+    victim = "logs" if kind == "append" else "corpus"
+    for wrong, what in ((ids["data"], "names manifest"), (ids[other], "version")):
+        write(git_repo / f"{victim}.cas", f"cas-pointer 1\nkind {kind}\nversion {wrong}\n")
+        for command in ("ls", "log", *(["checkout", "status"] if kind == "append" else [])):
+            err = subprocess.run(
+                [*CAS, command, f"{victim}.cas"], cwd=git_repo, capture_output=True, text=True
+            )
+            assert err.returncode == 2, (command, err.stdout, err.stderr)
+            line = (err.stderr or err.stdout).strip()
+            assert len(line.splitlines()) == 1 and what in line and f"kind {kind}" in line, line

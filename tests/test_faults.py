@@ -767,7 +767,7 @@ def pause_after_first_from_env() -> None:
 
     if os.environ["CAS_TEST_PAUSE"] == "push":
         store_fsspec.BACKOFF_SECONDS = 1.0
-        store_fsspec.FsspecStore.put_file = paused(store_fsspec.FsspecStore.put_file)
+        store_fsspec.FsspecStore.put_reader = paused(store_fsspec.FsspecStore.put_reader)
     else:
         # Giving up through every retry layer (cas x s3fs x botocore) takes ~20 s; two quick
         # attempts reach the same message. Riding out an outage is the push test's subject.

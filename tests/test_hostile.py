@@ -1397,3 +1397,31 @@ def test_fuzz_version_decoder(record_testsuite_property: Callable[[str, object],
         st.just(b""), st.binary(min_size=1, max_size=64), st.just(b"[" * 100_000 + b"]" * 100_000)
     )
     fuzz(record_testsuite_property, "version", 300, st.tuples(changes, st.booleans(), raw), check)
+
+
+def test_readers_never_return_chunks_that_do_not_make_up_the_file(victim: Victim) -> None:
+    """The same lying rows, read without a checkout: ``cas://`` and the training datasets
+    refuse them (exit-code class 4) instead of returning bytes that are not the file's."""
+    from cas.errors import CorruptObjectError
+    from cas.fs import CASFileSystem
+    from cas.torch import CASDataset
+
+    rows = honest(victim)
+    b = rows["sub/b.bin"]
+    rows["a.txt"] = ("a.txt", b[1], hashing.digest(b"what the attacker claims"), False, b[4])
+    first = b[4][0][0]
+    rows["sub/b.bin"] = ("sub/b.bin", 1, first, False, ((first, 1),))
+    store_manifest(victim, list(rows.values()))
+    fs = CASFileSystem(repo=victim.root)
+    with pytest.raises(CorruptObjectError, match=r"data/a.txt do not make up"):
+        fs.cat_file("data/a.txt")
+    with pytest.raises(CorruptObjectError, match=first.hex()):
+        fs.cat_file("data/sub/b.bin", start=0, end=1)
+    ds = CASDataset("data.cas", repo=victim.root)
+    for name in ("a.txt", "sub/b.bin"):
+        with pytest.raises(CorruptObjectError):
+            ds[ds.paths.index(name)]
+    honest_names = [p for p in ds.paths if p not in ("a.txt", "sub/b.bin")]
+    assert honest_names and all(
+        ds[ds.paths.index(p)][1] == (victim.root / "data" / p).read_bytes() for p in honest_names
+    )

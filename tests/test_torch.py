@@ -189,12 +189,11 @@ def test_missing_chunks_are_fetched_from_the_default_remote(repo: Path, tmp_path
     cas(clone, "fetch", "--path", "d0")  # the manifest and one subtree's chunks only
     local = Repo.discover(clone)
     ds = CASDataset("data.cas", repo=clone)
-    missing = {
-        p for p, chunks in zip(ds.paths, ds._files.chunks) if local.objects.missing_chunks(chunks)
-    }
+    chunks = [[cid for cid, _ in row.chunks] for row in ds._files.rows]
+    missing = {p for p, ids in zip(ds.paths, chunks) if local.objects.missing_chunks(ids)}
     assert missing and all(not p.startswith("d0/") for p in missing)
     assert sorted(ds[i] for i in range(len(ds))) == sorted(tree(repo / "data").items())
-    assert not Repo.discover(clone).objects.missing_chunks(c for cs in ds._files.chunks for c in cs)
+    assert not Repo.discover(clone).objects.missing_chunks(c for ids in chunks for c in ids)
 
 
 def test_without_torch_importing_works_and_using_names_the_extra(repo: Path) -> None:

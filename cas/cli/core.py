@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cas.cli.output import RichProgress, checked_out, emit_json, human, report, say
+from cas.errors import UsageError
 from cas.repo import Repo
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
@@ -44,9 +45,15 @@ def add(
         False, "--append-only", help="Only new files may appear; a changed or deleted one fails."
     ),
     executor: str = EXECUTOR,
+    to_remote: bool = typer.Option(
+        False, "--to-remote", help="Upload new chunks to the remote; keep only manifests locally."
+    ),
+    remote: str = typer.Option(None, "--remote", "-r", help="With --to-remote: which remote."),
     json_out: bool = JSON,
 ) -> None:
     """Chunk TARGETS into the store, write TARGET.cas, git-ignore TARGET, stage both."""
+    if append_only and (to_remote or remote):
+        raise UsageError("--append-only cannot be combined with --to-remote; drop one")
     if append_only:
         from cas.cli.corpus import add_append_only_cli  # lazily: keeps plain add light
 
@@ -54,11 +61,14 @@ def add(
         return
     repo = Repo.discover()
     report(
-        repo.add(targets, progress=RichProgress(), executor=executor),
+        repo.add(
+            targets, progress=RichProgress(), executor=executor, to_remote=to_remote, remote=remote
+        ),
         json_out,
         lambda r: (
-            f"{r.pointer}: {r.files} files, {human(r.size)}, "
-            f"{r.hashed_files} hashed, {human(r.new_bytes)} new in the store"
+            f"{r.pointer}: {r.files} files, {human(r.size)}, {r.hashed_files} hashed, "
+            f"{human(r.new_bytes)} new "
+            + (f"on remote '{r.remote}'" if r.remote else "in the store")
         ),
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from cas.cli import core, corpus, gc, hooks, imports, remote, snapshot, split
+from cas.cli import core, corpus, gc, hooks, imports, remote, runs, snapshot, split
 from cas.cli.output import state
 from cas.errors import CasError
 
@@ -58,7 +58,7 @@ def main(
     state.quiet = state.quiet or quiet
 
 
-for module in (core, corpus, remote, snapshot, split, hooks, gc, imports):
+for module in (core, corpus, remote, snapshot, split, hooks, gc, imports, runs):
     module.register(app)
 
 

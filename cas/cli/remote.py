@@ -114,21 +114,28 @@ def push(
     all_commits: bool = typer.Option(False, "--all-commits", help="Every commit's pointers."),
     jobs: int = JOBS,
     json_out: bool = JSON,
+    repair: bool = typer.Option(
+        False, "--repair", help="First replace what the remote serves damaged (verify --deep)."
+    ),
 ) -> None:
     """Send what the pointers need and the remote lacks (packs, then manifests and versions)."""
     result = transfer.push(
-        Repo.discover(), targets or [], rev or [], all_commits, remote, jobs, RichProgress()
-    )
+        Repo.discover(), targets or [], rev or [], all_commits, remote, jobs, RichProgress(),
+        repair=repair,
+    )  # fmt: skip
     if json_out:
         emit_json(asdict(result))
         return
-    if not (result.manifests or result.versions or result.segments):
+    if result.replaced:
+        say(f"replaced {result.replaced} damaged objects on remote '{result.remote}'")
+    if not (result.manifests or result.versions or result.segments or result.runs):
         say(f"everything is on remote '{result.remote}' already")
         return
     say(
         f"pushed to '{result.remote}': {result.manifests} manifests, {result.versions} versions, "
-        f"{result.segments} segments, {result.packs} packs "
-        f"({human(result.bytes)}, {result.requests} requests)"
+        f"{result.segments} segments, {result.packs} packs"
+        + (f", {result.runs} run records" if result.runs else "")
+        + f" ({human(result.bytes)}, {result.requests} requests)"
     )
 
 
@@ -137,7 +144,7 @@ def _fetched(result: transfer.FetchResult) -> str:
         f"fetched from '{result.remote}': {result.manifests} manifests, {result.versions} "
         f"versions, {result.segments} segments, {result.chunks} chunks "
         f"({result.packs} packs, {result.ranges} ranges; {human(result.bytes)}, "
-        f"{result.requests} requests)"
+        f"{result.requests} requests)" + (f", {result.runs} run records" if result.runs else "")
     )
 
 
@@ -148,10 +155,13 @@ def fetch(
     path: str = typer.Option(None, "--path", help="Only this subtree of each target."),
     jobs: int = JOBS,
     json_out: bool = JSON,
+    repair: bool = typer.Option(
+        False, "--repair", help="Check the local copies too; replace damaged ones."
+    ),
 ) -> None:
     """Bring the manifests and chunks the pointers need into the local store."""
     result = transfer.fetch(
-        Repo.discover(), targets or [], [rev], path, remote, jobs, RichProgress()
+        Repo.discover(), targets or [], [rev], path, remote, jobs, RichProgress(), repair
     )
     if json_out:
         emit_json(asdict(result))
@@ -206,6 +216,10 @@ def verify(
             + (f", {result.packs_checked} packs re-hashed" if deep else "")
             + (": ok" if result.ok else f": {len(result.problems)} problems")
         )
+        if any(p.problem.startswith("corrupt") for p in result.problems):
+            say(f"damaged objects: {transfer.REMOTE_REPAIR}")
+        if any(p.problem.startswith("missing") for p in result.problems):
+            say("missing objects: run 'cas push' from a clone that holds them")
     if not result.ok:
         raise typer.Exit(1)
 

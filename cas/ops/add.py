@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cas.errors import PathError
 from cas.ops.hashfile import hash_file
+from cas.ops.needs import Need
 from cas.parallel import overlapped_map
 from cas.pointer import Pointer
 from cas.progress import Progress, Silent
@@ -26,6 +27,7 @@ from cas.workspace import Listing, refuse, scan
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
+    from cas.objects import Staging
     from cas.ops.distribute import Cluster
     from cas.repo import Repo, Target
     from cas.state import StatSnapshot
@@ -44,6 +46,7 @@ class AddResult:
     hashed_files: int
     new_bytes: int
     pointer_changed: bool
+    remote: str | None = None  # --to-remote: where the new bytes went instead of the store
 
 
 def working_entries(
@@ -87,10 +90,14 @@ def add(
     progress: Progress | None = None,
     cluster: Cluster | None = None,
     tracked_ok: bool = False,
+    staging: Staging | None = None,
 ) -> AddResult:
     """``cluster``: hash on its workers instead of this process (:mod:`cas.ops.distribute`).
     ``tracked_ok`` is for ``cas import lfs``, which drops the files from the Git index only once
-    their pointer is written (so a kill -9 never loses the record)."""
+    their pointer is written (so a kill -9 never loses the record).
+    ``staging`` (``cas add --to-remote``): new packs go to its remote and leave the local
+    store, and the manifest reaches the remote before the pointer names it, so a pointer that
+    is written can be fetched by every clone; a failure before that leaves the old pointer."""
     progress = progress or Silent()
     if not tracked_ok:
         refuse_git_tracked(repo, target)
@@ -104,16 +111,18 @@ def add(
         manifest_id, hashed, new_bytes = snapshot.manifest_id, 0, 0
     else:
         manifest_id, hashed, new_bytes = _store(
-            repo, target, kind, entries, snapshot, progress, cluster
+            repo, target, kind, entries, snapshot, progress, cluster, staging
         )
     ptr = Pointer(kind, manifest_id, total, len(entries))
+    if staging is not None:
+        staging.finish(Need(target.pointer, target.pointer, ptr.kind, manifest_id))
     with repo.lock():
         changed = repo.write_pointer(target, ptr)
         gitignore = repo.ignore(target)
         repo.git.stage([target.pointer, gitignore])
-    return AddResult(
-        target.path, target.pointer, manifest_id, len(entries), total, hashed, new_bytes, changed
-    )
+    remote = staging.spec.name if staging is not None else None
+    return AddResult(target.path, target.pointer, manifest_id, len(entries), total, hashed,
+                     new_bytes, changed, remote)  # fmt: skip
 
 
 def _store(
@@ -124,6 +133,7 @@ def _store(
     snapshot: StatSnapshot | None,
     progress: Progress,
     cluster: Cluster | None,
+    staging: Staging | None = None,
 ) -> tuple[str, int, int]:
     """Hash what the stat cache cannot vouch for, store new chunks and the manifest, and
     refresh the cache. Returns (manifest id, files hashed, new bytes stored).
@@ -138,7 +148,7 @@ def _store(
 
     hits = snapshot.matching(entries) if snapshot else None
     todo = array("q", (i for i, hit in enumerate(hits) if not hit)) if hits else range(len(entries))
-    sizes = entries.stats[0::3]
+    sizes = entries.sizes
     progress.start(f"adding {target.path}", sum(sizes[i] for i in todo))
     rows = manifest.RowColumns()
     checked = array("q", [_ALWAYS_TRUSTED]) * len(entries)  # when each file was seen unchanged
@@ -152,7 +162,7 @@ def _store(
     if cluster is not None:
         new_bytes = _store_on(cluster, repo, target, kind, entries, todo, take)
     else:
-        with repo.objects.writer() as writer:
+        with repo.objects.writer(staging=staging) as writer:
             root = str(repo.root)
 
             def one(i: int) -> tuple[int, Row, int]:
@@ -175,8 +185,8 @@ def _store(
         kept = old.filter(pc.is_in(old.column("path"), value_set=kept_paths))
         table = pa.concat_tables([kept, table]).sort_by("path")
     manifest_id = repo.store_manifest(table)
-    mtimes = entries.stats[1::3]
-    racy = {i for i in todo if not trustworthy(mtimes[i], checked[i])}
+    changed = entries.changed_ns()
+    racy = {i for i in todo if not trustworthy(changed[i], checked[i])}
     trusted = entries.subset(i for i in range(len(entries)) if i not in racy) if racy else entries
     repo.stat_cache.save(target.path, manifest_id, trusted, len(entries))
     return manifest_id, len(todo), new_bytes
@@ -196,20 +206,18 @@ def _store_on(
     from cas.ops.distribute import FileTask, batches, hash_file_task, run_windowed
 
     root, store = str(repo.root), str(repo.local.root)
-    stats = entries.stats
+    sizes = entries.sizes
     # Any store call takes the store's shared lock (gc waits until the manifest is written) and
     # creates the store's folder, which the workers check they can see.
     repo.local.exists("packs")
 
     def tasks() -> Iterator[FileTask]:
-        for part in batches([stats[3 * i] for i in todo]):
+        for part in batches([sizes[i] for i in todo]):
             items = []
             for j in part:
                 i = todo[j]
-                rel = entries.paths[i]
-                size, mtime_ns, ino = stats[3 * i : 3 * i + 3]
-                shown = file_path(repo, target, kind, rel)
-                items.append((i, shown, rel, size, mtime_ns, ino, bool(entries.execs[i])))
+                entry = entries[i]
+                items.append((i, file_path(repo, target, kind, entry.path), entry))
             yield FileTask(root, store, repo.local.fsync, tuple(items))
 
     new_bytes = 0

@@ -64,7 +64,7 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
                 f"{target.pointer} is a '{ptr.kind}' pointer; remove it (git rm) to start an "
                 "append-only history, or use 'cas add' without --append-only"
             )
-        parent_id, parent = ptr.manifest, versions.load_version(repo, ptr.manifest)
+        parent_id, parent = ptr.manifest, versions.load_pointed(repo, ptr, target.pointer)
 
     snapshot = repo.stat_cache.load(target.path)
     if snapshot is None or parent_id is None or snapshot.manifest_id != parent_id:
@@ -81,7 +81,7 @@ def add_append_only(repo: Repo, target: Target, progress: Progress | None = None
     changed = []
     for entry in suspects:  # stat changed: same content (a touch) is fine, new content is not
         row, checked = _hash(repo, target, entry, None)
-        if (row.size, row.hash) != known[entry.path]:
+        if (row.size, row.hash, row.executable) != known[entry.path]:  # a chmod is a change too
             changed.append(f"{target.path}/{entry.path}")
         cache.append((entry, checked))
     if changed or deleted:
@@ -118,17 +118,16 @@ def _hash(repo: Repo, target: Target, entry: Entry, writer: PackWriter | None) -
 
 def _known_rows(
     repo: Repo, parent: versions.Version | None, todo: list[Entry]
-) -> dict[str, tuple[int, bytes]]:
-    """(size, hash) of the recorded files among ``todo`` (files the stat cache cannot vouch
-    for), read from only the row groups that may hold them."""
+) -> dict[str, tuple[int, bytes, bool]]:
+    """(size, hash, executable) of the recorded files among ``todo`` (files the stat cache
+    cannot vouch for), read from only the row groups that may hold them."""
     if parent is None or not todo:
         return {}
-    found = versions.lookup(
-        repo, parent, pa.array([e.path for e in todo], pa.string()), ["size", "hash"]
-    )
+    columns = ["size", "hash", "executable"]
+    found = versions.lookup(repo, parent, pa.array([e.path for e in todo], pa.string()), columns)
     return {
-        p: (s, h)
-        for p, s, h in zip(*(found.column(c).to_pylist() for c in ("path", "size", "hash")))
+        p: (s, h, x)
+        for p, s, h, x in zip(*(found.column(c).to_pylist() for c in ("path", *columns)))
     }
 
 

@@ -383,7 +383,7 @@ def _write_file(
         try:
             if len(row.chunks) == 1 and row.chunks[0][0] == row.hash:
                 data = repo.objects.read_chunk(row.hash)  # verified: chunk == file
-                _check_length(row.chunks[0], data, shown)
+                check_length(row.chunks[0], data, shown)
                 _write_all(fd, data, 0)
             else:
                 if cloning.on and row.size >= ALIGN_MIN_SIZE:
@@ -393,7 +393,7 @@ def _write_file(
                 for chunk, data in zip(
                     row.chunks, repo.objects.read_chunks([cid for cid, _ in row.chunks])
                 ):
-                    _check_length(chunk, data, shown)
+                    check_length(chunk, data, shown)
                     h.update(data)  # cloned bytes too: read, verified, just not written
                     _write_around(fd, data, pos, cloned)
                     pos += len(data)
@@ -440,7 +440,7 @@ def _write_around(fd: int, data: bytes, pos: int, cloned: list[Span]) -> None:
         _write_all(fd, view[done - pos :], done)
 
 
-def _check_length(chunk: tuple[bytes, int], data: bytes, shown: str) -> None:
+def check_length(chunk: tuple[bytes, int], data: bytes, shown: str) -> None:
     """The chunk read must have the length the manifest gives it (whose lengths add up to the
     file's size), so a file is never written with a size its row does not state."""
     if len(data) != chunk[1]:

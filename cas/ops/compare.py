@@ -32,6 +32,7 @@ def expected_rows(repo: Repo, target: Target, ptr: Pointer) -> TableRows:
     if ptr.kind in VERSIONED:
         from cas import versions  # lazily: imports pyarrow
 
+        versions.load_pointed(repo, ptr, target.pointer)
         return rows_by_path(versions.tree_table(repo, ptr.manifest))
     table = repo.load_manifest(ptr.manifest)
     if ptr.kind == "file":

@@ -24,8 +24,10 @@ import pyarrow.dataset as ds
 from cas import hashing, versions
 from cas.errors import (
     ConflictError,
+    CorruptObjectError,
     DependencyError,
     FileChangedError,
+    ObjectMissingError,
     StorageError,
     UsageError,
 )
@@ -173,6 +175,93 @@ def hash_one(src: Source, rel: str, size: int) -> bytes:
         h.update(block)
         offset = end
     return h.digest()
+
+
+class CorpusReader:
+    """Reads the files of one corpus version from where they lie, verified against the
+    manifest: what ``cas://`` and the training datasets read a corpus through (a corpus row has
+    no chunks; its bytes were never in the store).
+
+    - :meth:`read` returns a whole file only once its size and BLAKE3 match the row.
+    - :meth:`read_range` serves part of a file. A range cannot be hashed on its own, so before
+      the first range of a file is served the file's current size and change marker (ETag, or
+      mtime in ns) must equal the recorded ones; when the marker differs (a ``touch``, a copy
+      that kept the bytes) the whole file is hashed once instead, and a mismatch refuses it."""
+
+    def __init__(self, repo: Repo, version_id: str, pointer: str) -> None:
+        self.repo = repo
+        self.version = versions.load_version(repo, version_id)
+        if self.version.kind != "corpus" or self.version.base is None:
+            raise UsageError(f"{pointer} is not a corpus manifest")
+        self.pointer = pointer
+        self.src = open_source(self.version.base)
+        self._unchanged: set[str] = set()
+
+    def _changed(self, rel: str, what: str) -> CorruptObjectError:
+        return CorruptObjectError(
+            f"{self.src.url(rel)} {what} since {self.pointer} recorded it; restore it there, or "
+            f"record the change with 'cas manifest append {self.pointer} --allow-removals'"
+        )
+
+    def _missing(self, rel: str) -> ObjectMissingError:
+        return ObjectMissingError(
+            f"{self.src.url(rel)} is gone from the corpus {self.pointer} recorded; restore it "
+            f"there, or record the removal with 'cas manifest append {self.pointer} "
+            "--allow-removals'"
+        )
+
+    def read(self, rel: str, size: int, digest: bytes) -> bytes:
+        """The whole file, verified: its length and BLAKE3 must be the row's."""
+        path = f"{self.src.store.root}/{rel}"
+        try:
+            data = _call(self.src, "reading", rel, lambda: self.src.store.fs.cat_file(path))
+        except KeyError:
+            raise self._missing(rel) from None
+        if len(data) != size:
+            raise self._changed(rel, f"is {len(data)} bytes, not {size}: it changed")
+        if hashing.digest(data) != digest:
+            raise self._changed(rel, "holds other bytes: it changed")
+        self._unchanged.add(rel)
+        return data
+
+    def read_range(self, rel: str, size: int, digest: bytes, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a file whose size and marker still match the row's (or,
+        when the marker does not, whose whole content still hashes to the row's hash)."""
+        if rel not in self._unchanged:
+            self._check_unchanged(rel, size, digest)
+        path = f"{self.src.store.root}/{rel}"
+        try:
+            data = _call(
+                self.src,
+                "reading",
+                rel,
+                lambda: self.src.store.fs.cat_file(path, start=start, end=end),
+            )
+        except KeyError:
+            raise self._missing(rel) from None
+        if len(data) != end - start:
+            raise self._changed(rel, "is shorter than recorded: it changed")
+        return data
+
+    def _check_unchanged(self, rel: str, size: int, digest: bytes) -> None:
+        path = f"{self.src.store.root}/{rel}"
+        try:
+            info = _call(self.src, "checking", rel, lambda: self.src.store.fs.info(path))
+        except KeyError:
+            raise self._missing(rel) from None
+        if int(info["size"]) != size:
+            raise self._changed(rel, f"is {info['size']} bytes, not {size}: it changed")
+        found = versions.lookup(self.repo, self.version, pa.array([rel], pa.string()), ["marker"])
+        recorded = found.column("marker")[0].as_py() if found.num_rows else ""
+        marker = _marker(info)
+        if not (recorded and marker and recorded == marker):
+            try:
+                same = hash_one(self.src, rel, size) == digest
+            except KeyError:
+                raise self._missing(rel) from None
+            if not same:
+                raise self._changed(rel, "holds other bytes: it changed")
+        self._unchanged.add(rel)
 
 
 def hash_checked(src: Source, rel: str, size: int) -> bytes:
@@ -378,7 +467,7 @@ def verify(
         raise UsageError(f"{pointer_arg} is not a corpus manifest; 'cas status' checks local data")
     src = open_source(version.base)
     jobs = jobs or DEFAULT_JOBS
-    picked = _sample(versions.dataset_of(repo, version), sample, seed)
+    picked = _sample(versions.dataset_of(repo, version), sample, seed, version.files)
     versions.check_paths(picked.column("path"), pointer_arg)
     rows = list(zip(*(picked[c].to_pylist() for c in ("path", "size", "hash"))))
     progress = progress or Silent()
@@ -405,10 +494,12 @@ def verify(
     return result
 
 
-def _sample(dataset: ds.Dataset, fraction: float, seed: int) -> pa.Table:
+def _sample(dataset: ds.Dataset, fraction: float, seed: int, files: int) -> pa.Table:
     """Stream the manifest, keeping each row with probability ``fraction`` from one seeded
     generator: memory is bounded by the sample, not the corpus. Batches come in a fixed order,
-    so a seed always picks the same files."""
+    so a seed always picks the same files. A sample is never empty when the corpus is not
+    (``--sample 0.01`` of 50 files usually keeps none, and a check of nothing proves nothing):
+    then one file, chosen by the same generator, is checked."""
     columns = ["path", "size", "hash"]
     if fraction >= 1:
         return dataset.to_table(columns=columns)
@@ -417,7 +508,14 @@ def _sample(dataset: ds.Dataset, fraction: float, seed: int) -> pa.Table:
         pa.Table.from_batches([b.filter(pa.array(rng.random(b.num_rows) < fraction))])
         for b in versions.iter_batches(dataset, columns)
     )
-    return versions.collect("corpus", columns, kept)
+    picked = versions.collect("corpus", columns, kept)
+    if picked.num_rows == 0 and files > 0:
+        one = int(rng.integers(files))
+        for batch in versions.iter_batches(dataset, columns):
+            if one < batch.num_rows:
+                return pa.Table.from_batches([batch.slice(one, 1)])
+            one -= batch.num_rows
+    return picked
 
 
 def log(repo: Repo, pointer_arg: str, rev: str | None = None) -> list[dict]:

@@ -62,12 +62,13 @@ CONNECT_SECONDS = 10
 @dataclass(frozen=True)
 class FileTask:
     """Files for one worker: ``items`` are (index in the coordinator's listing, path relative to
-    the repository root, path inside the target, size, mtime_ns, inode, executable)."""
+    the repository root, the file's entry: path inside the target and the stat it was listed
+    with, which the worker checks again after hashing)."""
 
     root: str
     store: str
     fsync: bool
-    items: tuple[tuple[int, str, str, int, int, int, bool], ...]
+    items: tuple[tuple[int, str, Entry], ...]
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,7 @@ def hash_file_task(task: FileTask) -> FileResult:
     out: list[tuple[int, Row, int]] = []
     try:
         with objects.writer() as writer:
-            for i, shown, rel, size, mtime_ns, ino, executable in task.items:
-                entry = Entry(rel, size, mtime_ns, ino, executable)
+            for i, shown, entry in task.items:
                 out.append((i, *hash_file(f"{task.root}/{shown}", entry, shown, writer)))
         return FileResult(out, writer.new_bytes)
     finally:

@@ -66,7 +66,8 @@ def hash_file(path: str, entry: Entry, shown: str, writer: PackWriter | None) ->
     finally:
         os.close(fd)
     checked = time.time_ns()
-    if (after.st_size, after.st_mtime_ns, after.st_ino) != entry.stat_key or size != entry.size:
+    now = (after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns)
+    if now != entry.stat_key or size != entry.size:
         raise FileChangedError(
             f"{shown} changed while cas read it; rerun when nothing is writing to it"
         )

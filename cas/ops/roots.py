@@ -2,15 +2,17 @@
 
 Always roots, whatever the scope: ``HEAD``, the index (every merge stage), the working tree's
 pointers, every stash entry (its worktree, index and untracked commits) and every linked worktree
-(its ``HEAD``, index and working tree). The scope adds history:
+(its ``HEAD``, index and working tree), and the outputs of the run records in the local store.
+The scope adds history:
 
 - ``branches``: the tips of local branches and remote-tracking branches (``refs/remotes``: a
   teammate's pushed work is kept);
 - ``tags``: every tag;
 - ``all_commits``: every commit reachable from any ref or reflog.
 
-``cas gc`` with no scope flag uses branches and tags. Pointer blobs are listed by Git in one
-``rev-list --objects`` per set of commits, never a tree walk per commit.
+``cas gc`` with no scope flag uses branches and tags; what ``all_commits`` adds beyond the
+scope is kept too unless a remote holds it (:func:`cas.ops.gc.gc`). Pointer blobs are listed by
+Git in one ``rev-list --objects`` per set of commits, never a tree walk per commit.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def collect(repo: Repo, scope: Scope) -> Roots:
         _add_checkout(repo, linked, roots)
     roots.needs += blob_needs(repo, commit_blobs, roots.skipped)
     _add_checkout(repo, repo.git, roots)
+    from cas.runs.transfer import output_needs  # a run record's outputs: its model artefact
+
+    roots.needs += output_needs(repo)
     return roots
 
 
