@@ -86,7 +86,7 @@ def missing_extra(module: str, extra: str) -> DependencyError:
     """The single message used wherever an optional dependency is imported lazily."""
     return DependencyError(
         f"the optional dependency '{module}' is not installed; "
-        f"install it with: pip install 'cas[{extra}]'"
+        f"install it with: pip install 'cas-data[{extra}]'"
     )
 
 

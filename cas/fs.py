@@ -6,7 +6,18 @@
 Paths are repository-relative paths of tracked files (``data/x/y.bin`` inside a tracked folder
 ``data``, or a tracked single file ``model.bin``); folders are implied by those paths. Storage
 options: ``rev`` (a Git revision; default the worktree pointers) and ``repo`` (the repository's
-path; default the current directory). Nothing is checked out: bytes come from the chunks in the
+path; default the current directory).
+
+A revision can also ride in the URL, for tools that take nothing but a URL (Spark, a config
+file): ``cas://@REV/PATH``. REV is everything between the leading ``@`` and the first ``/``,
+percent-decoded, so ``feature/x`` is written ``@feature%2Fx`` (and a ``%`` as ``%25``); PATH is
+taken as it is. ``cas://@/PATH`` names the worktree pointers explicitly, which is also how a
+tracked path whose first component starts with ``@`` is read. The prefix stays in every name
+the filesystem returns, so a reader that lists a folder and opens what it found keeps reading
+the same revision; a path whose REV is not the filesystem's ``rev`` is an error, never a read
+of the other revision.
+
+Nothing is checked out: bytes come from the chunks in the
 local store, each verified on read, and a range read touches only the chunks covering the range;
 a read of a whole file is also checked against the file's BLAKE3. A corpus's files
 (``kind corpus``) are read from where they lie, through :class:`cas.ops.corpus.CorpusReader`:
@@ -25,6 +36,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import os
+import urllib.parse
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,6 +204,16 @@ def _read_only(path: str) -> PermissionError:
     )
 
 
+def split_rev(path: str) -> tuple[str | None, str, str]:
+    """``(rev, prefix, rest)`` of a protocol-stripped path: ``"@v1/data/x"`` gives
+    ``("v1", "@v1/", "data/x")``, ``"@/x"`` gives ``("", "@/", "x")`` (the worktree, said
+    explicitly), a path without the ``@`` form gives ``(None, "", path)``."""
+    if not path.startswith("@"):
+        return None, "", path
+    head, sep, rest = path.partition("/")
+    return urllib.parse.unquote(head[1:]), head + sep, rest
+
+
 class CASFileSystem(AbstractFileSystem):
     """Read-only view of every tracked file at one revision.
 
@@ -211,12 +233,36 @@ class CASFileSystem(AbstractFileSystem):
         super().__init__(**kwargs)
         self.view = RepoView(repo, rev)
         self._targets: list[Target] | None = None
+        self._revs: dict[str, str | None] = {"": None}
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
+        """Only the protocol goes: an ``@REV/`` prefix stays, for :meth:`_path` to check."""
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
         return super()._strip_protocol(path).lstrip("/")
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        """fsspec builds the filesystem of ``cas://@REV/...`` with ``rev=REV``."""
+        rev, _, _ = split_rev(path.removeprefix("cas://").lstrip("/"))
+        return {"rev": rev} if rev else {}
+
+    def _path(self, path: str) -> tuple[str, str]:
+        """``(prefix, path)``: the ``@REV/`` prefix (kept for the names returned) and the
+        repository-relative path, after checking REV names this filesystem's revision."""
+        rev, prefix, rest = split_rev(self._strip_protocol(path))
+        if rev is not None:
+            if rev not in self._revs:
+                self._revs[rev] = _commit_of(self.view.repo, rev)
+            if self._revs[rev] != self.view.rev:
+                mine = f"revision {self.view.rev}" if self.view.rev else "the worktree pointers"
+                raise ValueError(
+                    f"cas://{path}: names revision {rev or '(worktree)'!r} but this filesystem "
+                    f"reads {mine}; open the URL on its own (fsspec.open, pandas) or make the "
+                    f"filesystem with rev={rev!r}"
+                )
+        return prefix, rest.rstrip("/")
 
     # -- lookups -----------------------------------------------------------------------------
     def _overlapping(self, path: str) -> Iterator[Target]:
@@ -255,27 +301,27 @@ class CASFileSystem(AbstractFileSystem):
 
     # -- fsspec API --------------------------------------------------------------------------
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        path = self._strip_protocol(path)
+        at, path = self._path(path)
         row = self._file(path)
         if row is not None:
-            return _file_info(path, row)
+            return _file_info(at + path, row)
         if not path or next(self._under(path), None) is not None:
-            return _dir_info(path)
-        raise FileNotFoundError(f"cas://{path}: not a tracked file or folder at this revision")
+            return _dir_info(at + path)
+        raise FileNotFoundError(f"cas://{at}{path}: not a tracked file or folder at this revision")
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        path = self._strip_protocol(path)
+        at, path = self._path(path)
         row = self._file(path)
         if row is not None:
-            entries = [_file_info(path, row)]
+            entries = [_file_info(at + path, row)]
         else:
             children: dict[str, dict[str, Any]] = {}
             for rel, row in self._under(path):
                 head, sep, _ = rel.partition("/")
-                name = f"{path}/{head}" if path else head
+                name = at + (f"{path}/{head}" if path else head)
                 children[name] = _dir_info(name) if sep else _file_info(name, row)
             if not children and path:
-                raise FileNotFoundError(f"cas://{path}: not a tracked folder at this revision")
+                raise FileNotFoundError(f"cas://{at}{path}: not a tracked folder at this revision")
             entries = [children[name] for name in sorted(children)]
         return entries if detail else [e["name"] for e in entries]
 
@@ -289,12 +335,12 @@ class CASFileSystem(AbstractFileSystem):
     ) -> Any:
         """Every file below ``path`` from the manifests directly, without a walk of ``ls``
         calls (each of which would scan the same rows again)."""
-        path = self._strip_protocol(path)
+        at, path = self._path(path)
         found: dict[str, dict[str, Any]] = {}
         row = self._file(path)
         if row is not None:
-            found[path] = _file_info(path, row)
-        prefix = f"{path}/" if path else ""
+            found[at + path] = _file_info(at + path, row)
+        prefix = at + (f"{path}/" if path else "")
         for rel, row in self._under(path):
             parts = rel.split("/")
             if maxdepth is None or len(parts) <= maxdepth:
@@ -304,8 +350,8 @@ class CASFileSystem(AbstractFileSystem):
                 for i in range(1, depth + 1):
                     name = prefix + "/".join(parts[:i])
                     found.setdefault(name, _dir_info(name))
-        if withdirs and path and found and path not in found:
-            found[path] = _dir_info(path)
+        if withdirs and path and found and at + path not in found:
+            found[at + path] = _dir_info(at + path)
         names = sorted(found)
         return {n: found[n] for n in names} if detail else names
 
@@ -313,7 +359,7 @@ class CASFileSystem(AbstractFileSystem):
         """When the file's content was last recorded: the commit's time at a revision, else
         the mtime of the pointer (rewritten by every 'cas add' that changes the data). DuckDB
         keys its cache on this, so it must change whenever the bytes can."""
-        path = self._strip_protocol(path)
+        _, path = self._path(path)
         if self._file(path) is None:
             raise FileNotFoundError(f"cas://{path}: not a tracked file at this revision")
         target = next(
@@ -333,17 +379,17 @@ class CASFileSystem(AbstractFileSystem):
         cache_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> CASFile:
-        path = self._strip_protocol(path)
+        at, path = self._path(path)
         if mode != "rb":
             raise _read_only(path)
         found = self._locate(path)
         if found is None:
-            raise FileNotFoundError(f"cas://{path}: not a tracked file at this revision")
+            raise FileNotFoundError(f"cas://{at}{path}: not a tracked file at this revision")
         from cas.runs.api import note_read  # inside 'cas run': what the run read
 
         note_read({"path": path, "rev": self.view.rev, "hash": found[3].hash.hex()})
         return CASFile(
-            self, path, *found, block_size=block_size, cache_options=cache_options, **kwargs
+            self, at + path, *found, block_size=block_size, cache_options=cache_options, **kwargs
         )
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:

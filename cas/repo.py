@@ -339,12 +339,16 @@ class Repo:
         rev: str | None = None,
         force: bool = False,
         progress: Progress | None = None,
+        subtree_required: bool = True,
     ) -> list[CheckoutResult]:
         """Restore data. A path inside a tracked folder (``data/images``) checks out only that
-        subtree."""
+        subtree, which must hold a tracked file unless not ``subtree_required`` (``cas pull
+        --path`` over several targets, only some of which hold it)."""
         results = []
         for target, subpath in self._split_subpaths(paths, rev):
-            results.append(checkout_op.checkout(self, target, rev, force, subpath, progress))
+            results.append(
+                checkout_op.checkout(self, target, rev, force, subpath, progress, subtree_required)
+            )
         return results
 
     def diff(

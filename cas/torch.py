@@ -18,7 +18,7 @@ id, resolved commit, split seed and fractions) for the training run to log.
 torch is an optional extra. The dataset classes must subclass torch's ``Dataset`` and
 ``IterableDataset`` for ``DataLoader`` to treat them right, so this module imports torch when it
 is imported (nothing else in cas imports it); without torch it still imports, and constructing a
-dataset raises the ``missing_extra`` error naming ``pip install 'cas[torch]'``.
+dataset raises the ``missing_extra`` error naming ``pip install 'cas-data[torch]'``.
 
 DataLoader workers (fork or spawn) each reopen the repository: see :class:`cas.fs.RepoView`.
 """

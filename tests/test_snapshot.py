@@ -459,7 +459,7 @@ def test_duckdb_errors(root: Path, tmp_path: Path) -> None:
 
 def test_missing_driver_names_the_extra(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "duckdb", None)
-    with pytest.raises(DependencyError, match=r"pip install 'cas\[duckdb\]'"):
+    with pytest.raises(DependencyError, match=r"pip install 'cas-data\[duckdb\]'"):
         write_snapshot("SELECT 1 ORDER BY 1", "duckdb://", "x", root=root)
     assert_nothing_left(root)
 
@@ -713,7 +713,16 @@ def test_cli_snapshot_query_versions_the_folder(repo: Repo, sqlite_db: Path) -> 
     query_file.write_text("-- active users\nSELECT * FROM users WHERE active ORDER BY id\n")
     result = runner.invoke(
         app,
-        ["snapshot-query", "--query-file", str(query_file), "-s", source, "-n", "users", "--json"],
+        [
+            "snapshot-query",
+            "--query-file",
+            str(query_file),
+            "-s",
+            source,
+            "--name",
+            "users",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -736,7 +745,8 @@ def test_cli_usage_errors(repo: Repo, sqlite_db: Path) -> None:
     result = runner.invoke(app, ["snapshot-query", "--source", source, "--name", "u"])
     assert isinstance(result.exception, UsageError)
     result = runner.invoke(
-        app, ["snapshot-query", "SELECT 1", "-f", "x.sql", "--source", source, "--name", "u"]
+        app,
+        ["snapshot-query", "SELECT 1", "--query-file", "x.sql", "--source", source, "--name", "u"],
     )
     assert isinstance(result.exception, UsageError)
     result = runner.invoke(app, ["snapshot-query", "SELECT 1", "--name", "u"])

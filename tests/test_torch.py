@@ -207,4 +207,4 @@ def test_without_torch_importing_works_and_using_names_the_extra(repo: Path) -> 
         "    print(err)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
-    assert "pip install 'cas[torch]'" in out.stdout, out.stderr
+    assert "pip install 'cas-data[torch]'" in out.stdout, out.stderr

@@ -12,6 +12,9 @@ from cas.errors import UsageError
 from cas.repo import Repo
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+EXIT_CODE = typer.Option(
+    False, "--exit-code", help="Exit 1 when there are differences, 0 when none (as git's)."
+)
 EXECUTOR = typer.Option(
     None,
     "--executor",
@@ -73,14 +76,17 @@ def add(
 def status(
     targets: list[Path] = typer.Argument(None, help="Pointers or targets (default: all)."),
     remote: bool = typer.Option(False, "--remote", help="What is not pushed / not fetched."),
-    remote_name: str = typer.Option(None, "-r", help="With --remote: which remote."),
+    remote_name: str = typer.Option(
+        None, "--remote-name", "-r", help="With --remote: which remote (default: core.remote)."
+    ),
     json_out: bool = JSON,
+    exit_code: bool = EXIT_CODE,
 ) -> None:
     """How each tracked dataset differs from its pointer (--remote: from the remote)."""
     if remote:
         from cas.cli.remote import status_remote  # lazily: keeps fsspec out of plain status
 
-        status_remote(targets or [], remote_name, json_out)
+        status_remote(targets or [], remote_name, json_out, exit_code)
         return
     results = Repo.discover().status(targets or [])
     if json_out:
@@ -102,13 +108,15 @@ def status(
                 say(f"{r.pointer}: {r.state}")
     if any(r.state == "error" for r in results):
         raise typer.Exit(2)
+    if exit_code and any(r.state != "unchanged" for r in results):
+        raise typer.Exit(1)
 
 
 def checkout(
     targets: list[Path] = typer.Argument(
         None, help="Pointers, targets or paths inside a tracked folder (default: all)."
     ),
-    rev: str = typer.Option(None, "--rev", "-r", help="Take pointers from this Git revision."),
+    rev: str = typer.Option(None, "--rev", help="Take pointers from this Git revision."),
     force: bool = typer.Option(False, "--force", "-f", help="Discard unsaved data in the way."),
     json_out: bool = JSON,
 ) -> None:
@@ -125,27 +133,30 @@ def diff(
     rev_b: str = typer.Argument(None, help="New revision (default: the worktree pointers)."),
     targets: list[Path] = typer.Option(None, "--target", "-t", help="Limit to these targets."),
     json_out: bool = JSON,
+    exit_code: bool = EXIT_CODE,
 ) -> None:
     """Per-file changes between two revisions: added / modified / deleted, with sizes."""
     changes = Repo.discover().diff(rev_a, rev_b, targets or [])
     if json_out:
         emit_json([asdict(c) for c in changes])
-        return
-    for c in changes:
+    for c in [] if json_out else changes:
         sizes = {
             "added": human(c.new_size or 0),
             "deleted": human(c.old_size or 0),
             "modified": f"{human(c.old_size or 0)} -> {human(c.new_size or 0)}",
         }[c.change]
         say(f"{c.change:9} {c.path}  ({sizes})")
+    if exit_code and changes:
+        raise typer.Exit(1)
 
 
 def ls(
     targets: list[Path] = typer.Argument(None, help="Pointers or targets (default: all)."),
-    rev: str = typer.Option(None, "--rev", "-r", help="Git revision to list."),
+    rev: str = typer.Option(None, "--rev", help="Git revision to list."),
     json_out: bool = JSON,
 ) -> None:
-    """Path, size and BLAKE3 of every tracked file (b3sum of a checked-out file matches)."""
+    """BLAKE3, size and path of every tracked file, path last so any name parses (b3sum of a
+    checked-out file matches the hash)."""
     listing = Repo.discover().ls(targets or [], rev)
     if json_out:
         emit_json(listing)

@@ -97,7 +97,7 @@ def verify(
     pointer: str = typer.Argument(..., help="The corpus pointer, e.g. corpus.cas."),
     sample: float = typer.Option(1.0, "--sample", help="Fraction of files to re-hash."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample (same seed, same files)."),
-    rev: str = typer.Option(None, "--rev", "-r", help="Verify the manifest of this revision."),
+    rev: str = typer.Option(None, "--rev", help="Verify the manifest of this revision."),
     jobs: int | None = JOBS,
     json_out: bool = JSON,
 ) -> None:
@@ -118,7 +118,7 @@ def verify(
 
 def log(
     pointer: str = typer.Argument(..., help="A corpus or append-only pointer."),
-    rev: str = typer.Option(None, "--rev", "-r", help="Start from this revision's pointer."),
+    rev: str = typer.Option(None, "--rev", help="Start from this revision's pointer."),
     json_out: bool = JSON,
 ) -> None:
     """Versions of a manifest, newest first: date, files and bytes added, totals."""

@@ -1,14 +1,19 @@
 """The ``cas`` command: a typer app whose command groups live in sibling modules.
 
 Every command module exposes ``register(app)``. This module owns only what they share: global
-options, error rendering (one line, the right exit code, no traceback unless ``--verbose``).
+options (accepted before and after the subcommand), ``--version``, shell completion, and error
+rendering (one line, the right exit code, no traceback unless ``--verbose``; with ``--json``, one
+JSON object on stderr, see docs/cli.md).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import sys
 import traceback
+from typing import Any
 
 import typer
 
@@ -16,26 +21,83 @@ from cas.cli import core, corpus, gc, hooks, imports, remote, runs, snapshot, sp
 from cas.cli.output import state
 from cas.errors import CasError
 
+#: The distribution's name on PyPI (``import cas`` and the ``cas`` command are unchanged).
+DISTRIBUTION = "cas-data"
+#: The options every command takes, wherever they stand on the command line.
+GLOBAL_OPTIONS = ("verbose", "quiet")
+
 app = typer.Typer(
     name="cas",
     help="Content-addressed, Git-integrated data versioning for machine learning.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version(DISTRIBUTION)
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from cas import __version__ as shown
+        print(f"{DISTRIBUTION} {shown}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
 ) -> None:
-    state.verbose = verbose
-    state.quiet = quiet
+    state.verbose = state.verbose or verbose
+    state.quiet = state.quiet or quiet
 
 
 for module in (core, corpus, remote, snapshot, split, hooks, gc, imports, runs):
     module.register(app)
+
+
+def _set_global(ctx: Any, param: Any, value: bool) -> None:
+    if value:
+        setattr(state, param.name, True)
+
+
+def command() -> Any:
+    """The click command tree, with the global options added to every subcommand (as git, DVC
+    and git-lfs accept ``cas checkout -q``). Done on the built tree, so a command registered
+    by any module gets them without declaring them; a command with its own option of the same
+    flag keeps its own."""
+    root = typer.main.get_command(app)
+    shared = [p for p in root.params if p.name in GLOBAL_OPTIONS]
+    todo = list(getattr(root, "commands", {}).values())
+    while todo:
+        cmd = todo.pop()
+        todo.extend(getattr(cmd, "commands", {}).values())
+        taken = {flag for p in cmd.params for flag in getattr(p, "opts", [])}
+        for option in shared:
+            if not taken & set(option.opts):
+                extra = copy.copy(option)
+                extra.expose_value = False
+                extra.callback = _set_global
+                cmd.params.append(extra)
+    return root
+
+
+def _wants_json(args: list[str]) -> bool:
+    """``--json`` among the options (not after ``--``, where it would be a path)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def json_error(cls: str, message: str, exit_code: int, fields: dict[str, Any]) -> str:
+    """The one JSON object an error becomes under ``--json`` (shape: docs/cli.md): the class,
+    message and exit code, and the error's structured fields (a ConflictError's ``paths``)."""
+    body = {"class": cls, "message": message, "exit_code": exit_code}
+    return json.dumps({"error": {**body, **fields}}, default=str)
 
 
 def run() -> None:
@@ -52,16 +114,32 @@ def run() -> None:
     (docs/reliability.md, "Load"). An environment variable, not ``pa.set_memory_pool``: the fast
     paths never import pyarrow, and a user's own setting wins."""
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    args = sys.argv[1:]
+    as_json = _wants_json(args)
     code = 0
     try:
-        app()
+        if as_json:  # click's own usage errors must reach the JSON rendering below too
+            returned = command().main(args, prog_name="cas", standalone_mode=False)
+            code = returned if isinstance(returned, int) else 0
+        else:
+            command().main(args, prog_name="cas")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except CasError as err:
         if state.verbose:
             traceback.print_exc()
-        print(f"cas: error: {err}", file=sys.stderr)
         code = err.exit_code
+        if as_json:
+            fields = {k: v for k, v in vars(err).items() if not k.startswith("_")}
+            print(json_error(type(err).__name__, str(err), code, fields), file=sys.stderr)
+        else:
+            print(f"cas: error: {err}", file=sys.stderr)
+    except typer.TyperException as err:  # --json only: click's bad-arguments errors
+        code = getattr(err, "exit_code", 2)
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        print(json_error("UsageError", message, code, {}), file=sys.stderr)
+    except typer.Abort:  # --json only: an interrupted prompt
+        code = 1
     except KeyboardInterrupt:
         print("cas: interrupted; rerun to complete", file=sys.stderr)
         code = 130

@@ -37,8 +37,9 @@ err = Console(stderr=True, highlight=False, markup=False)
 
 
 def emit_json(data: Any) -> None:
-    """Machine-readable output: one JSON document on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Machine-readable output: one JSON document on stdout. Keys keep the order they were
+    built in: some orders mean something (``cas split``'s fractions are in bucket order)."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def say(message: str) -> None:

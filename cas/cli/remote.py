@@ -193,7 +193,9 @@ def pull(
 def verify(
     targets: list[Path] = TARGETS,
     on_remote: bool = typer.Option(False, "--remote", help="Check the remote (required)."),
-    remote: str = typer.Option(None, "--name", "-r", help="Remote name (default: core.remote)."),
+    remote: str = typer.Option(
+        None, "--remote-name", "--name", "-r", help="Remote name (default: core.remote)."
+    ),
     rev: list[str] = typer.Option(None, "--rev", help="Check these revisions' pointers."),
     deep: bool = typer.Option(False, "--deep", help="Download and re-hash every pack."),
     jobs: int = JOBS,
@@ -222,13 +224,13 @@ def verify(
         raise typer.Exit(1)
 
 
-def status_remote(targets: list[Path], remote: str | None, json_out: bool) -> None:
-    """``cas status --remote``: what is not pushed, and what is not fetched."""
+def status_remote(targets: list[Path], remote: str | None, json_out: bool, exit_code: bool) -> None:
+    """``cas status --remote``: what is not pushed, and what is not fetched; with
+    ``exit_code``, exit 1 if anything is either."""
     results = transfer.remote_status(Repo.discover(), targets, remote)
     if json_out:
         emit_json([asdict(r) for r in results])
-        return
-    for r in results:
+    for r in [] if json_out else results:
         pushed = "pushed" if r.pushed else "not pushed ('cas push')"
         if not r.manifest_local:
             fetched = "manifest not fetched ('cas pull')"
@@ -237,3 +239,5 @@ def status_remote(targets: list[Path], remote: str | None, json_out: bool) -> No
         else:
             fetched = "all chunks local"
         say(f"{r.pointer}: {pushed}; {fetched}")
+    if exit_code and any(not (r.pushed and r.manifest_local) or r.missing_chunks for r in results):
+        raise typer.Exit(1)

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 def snapshot_query_command(
     query: str = typer.Argument(None, help="The SQL query (or use --query-file)."),
     query_file: Path = typer.Option(
-        None, "--query-file", "-f", help="Read the query from this file ('-' for stdin)."
+        None, "--query-file", help="Read the query from this file ('-' for stdin)."
     ),
     source: str = typer.Option(
         ...,
@@ -43,7 +43,7 @@ def snapshot_query_command(
         help="postgresql://user@host:5432/db, sqlite:///file.db or duckdb:// "
         "(leave the password out: libpq reads PGPASSWORD and ~/.pgpass).",
     ),
-    name: str = typer.Option(..., "--name", "-n", help="Snapshots go to snapshots/NAME/."),
+    name: str = typer.Option(..., "--name", help="Snapshots go to snapshots/NAME/."),
     batch_rows: int = typer.Option(
         None, "--batch-rows", min=1, help="Rows per fetch (SQLite, DuckDB; default 65,536)."
     ),

@@ -59,6 +59,15 @@ def _under(path: str, prefix: str | None) -> bool:
     return prefix is None or path == prefix or path.startswith(prefix + "/")
 
 
+def _no_subtree(target: Target, subpath: str, rev: str | None) -> PathError:
+    """A subtree that names nothing (a typo) is an error, not a checkout of 0 files."""
+    where = f"{rev}:{target.pointer}" if rev else target.pointer
+    return PathError(
+        f"{target.path}/{subpath}: no tracked file there or below in {where}; "
+        f"'cas ls {target.pointer}' lists the tracked paths"
+    )
+
+
 def checkout(
     repo: Repo,
     target: Target,
@@ -66,8 +75,10 @@ def checkout(
     force: bool = False,
     subpath: str | None = None,
     progress: Progress | None = None,
+    subtree_required: bool = True,
 ) -> CheckoutResult:
-    """``subpath`` (relative to the target) limits the checkout to one subtree."""
+    """``subpath`` (relative to the target) limits the checkout to one subtree; one that holds
+    no tracked file is an error (a typo) when ``subtree_required``."""
     progress = progress or Silent()
     ptr = repo.read_pointer(target, rev)
     result = CheckoutResult(target.path, target.pointer, ptr.manifest)
@@ -79,6 +90,9 @@ def checkout(
     # succeeds clears that; one of a subtree leaves the rest as unfinished as it was.
     unfinished = repo.checkouts.pending(target.path) is not None
     if tree.all_cached and _totals_match(ptr, tree):  # unchanged: no manifest read at all
+        named = subtree_required and subpath is not None
+        if named and not any(_under(p, subpath) for p in tree.entries.paths):
+            raise _no_subtree(target, subpath, rev)
         result.unchanged = len(tree.entries)
         _write_pointer_if_rev(repo, target, ptr, rev)
         if unfinished and subpath is None:
@@ -88,6 +102,12 @@ def checkout(
     _check_totals(ptr, expected, f"{rev}:{target.pointer}" if rev else target.pointer)
     base = repo.abspath(target.path)
     plan = _plan(repo, target, ptr.kind, tree, expected, subpath)
+    if (
+        subtree_required
+        and subpath is not None
+        and not (plan.unchanged or plan.small or plan.large or plan.chmods or plan.deletes)
+    ):
+        raise _no_subtree(target, subpath, rev)
     result.unchanged = plan.unchanged
 
     unsafe = [p for p in plan.at_risk if not _recoverable(repo, tree.rows[p])]

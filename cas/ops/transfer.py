@@ -838,7 +838,9 @@ def pull(
         paths: list[str | Path] = [repo.root / t.path / subpath for t in repo.targets(targets, rev)]
     else:
         paths = [repo.root / t.pointer for t in repo.targets(targets, rev)] if targets else []
-    checked = repo.checkout(paths, rev=rev, force=force, progress=progress)
+    # with several targets, --path may name a subtree only some of them hold
+    several = len(paths) > 1
+    checked = repo.checkout(paths, rev, force, progress, subtree_required=not several)
     return fetched, checked
 
 
