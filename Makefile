@@ -34,6 +34,11 @@ bench: setup
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 	{ printf '\n## snapshot-query (`bench/bench_snapshot.py`, PostgreSQL 15 on loopback)\n\n```\n'; \
 	  $(BIN)/python bench/bench_snapshot.py; printf '```\n'; } | tee -a docs/benchmarks.md
+	{ printf '\n## chunk index (`bench/bench_index.py`: empty, 1M-chunk and 16M-chunk stores)\n\n```\n'; \
+	  $(BIN)/python bench/bench_index.py; printf '```\n'; } | tee -a docs/benchmarks.md
+	{ printf '\n## 10,000,000 files (`reliability/load.py`, 2 GiB limit)\n\n```\n'; \
+	  $(BIN)/python reliability/load.py --files 10000000 --rss-limit-mib 2048; printf '```\n'; } \
+	  | tee -a docs/benchmarks.md
 
 bench-small: setup
 	$(BIN)/python bench/run.py --size small

@@ -57,6 +57,9 @@ def fsck(repo: Repo) -> FsckResult:
                 result.corrupt.append(f"chunk {cid.hex()} in pack {pack_id}: wrong bytes")
     from cas import manifest  # lazily: see cas.rows
 
+    damaged_index = repo.objects.verify_index()
+    if damaged_index is not None:
+        result.corrupt.append(damaged_index)
     known = repo.objects.index
     for manifest_id in repo.objects.manifest_ids():
         result.manifests += 1
