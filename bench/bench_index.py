@@ -159,19 +159,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--real", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--stores", default="empty,real,synthetic", help="main: empty,real")
     args = parser.parse_args(argv)
+    kinds = args.stores.split(",")
     base = Path(tempfile.mkdtemp(prefix="cas-bench-index-"))
     try:
-        stores = {"empty": base / "store-empty", "real": base / "store-real",
-                  "synthetic": base / "store-synthetic"}  # fmt: skip
-        stores["empty"].mkdir()
+        stores = {kind: base / f"store-{kind}" for kind in kinds}
+        builders = {
+            "empty": lambda store: store.mkdir(),
+            "real": lambda store: build_real(store, args.real),
+            "synthetic": lambda store: build_synthetic(store, args.chunks, args.packs),
+        }
         built: dict[str, float] = {}
-        started = time.monotonic()
-        build_real(stores["real"], args.real)
-        built["real"] = time.monotonic() - started
-        started = time.monotonic()
-        build_synthetic(stores["synthetic"], args.chunks, args.packs)
-        built["synthetic"] = time.monotonic() - started
+        for kind, store in stores.items():
+            started = time.monotonic()
+            builders[kind](store)
+            built[kind] = time.monotonic() - started
         repos = {name: make_repo(base, name, store) for name, store in stores.items()}
         rng = random.Random(1)
         first = {name: measure([*CAS, "status"], repo) for name, repo in repos.items()}

@@ -134,7 +134,15 @@ class MergedIndex:
         self.pack_numbers = np.frombuffer(buf, "<u4", entries, layout.pack_numbers)
         self.lengths = np.frombuffer(buf, "<u4", entries, layout.lengths)
         self.offsets = np.frombuffer(buf, "<u8", entries, layout.offsets)
+        # scalar lookups index memoryviews: a Python int per access, where numpy makes a scalar
         self._keys_mv = buf[layout.keys : layout.ids].cast("Q") if _NATIVE_LE else None
+        if _NATIVE_LE:
+            self._numbers_mv: Sequence[int] = buf[layout.pack_numbers : layout.lengths].cast("I")
+            self._lengths_mv: Sequence[int] = buf[layout.lengths : layout.offsets].cast("I")
+            self._offsets_mv: Sequence[int] = buf[layout.offsets : layout.checksum].cast("Q")
+        else:
+            self._numbers_mv, self._lengths_mv = self.pack_numbers, self.lengths
+            self._offsets_mv = self.offsets
         self._fan = [0, *(int(x) for x in self.fanout)]
 
     def __len__(self) -> int:
@@ -165,9 +173,9 @@ class MergedIndex:
         self, pos: int, hi: int, key: int, chunk_id: bytes, keys: Sequence[int],
         live: Sequence[bool],
     ) -> int:  # fmt: skip
-        ids = self.ids
+        ids, numbers = self.ids, self._numbers_mv
         while pos < hi and keys[pos] == key:
-            if ids[pos * 32 : pos * 32 + 32] == chunk_id and live[self.pack_numbers[pos]]:
+            if ids[pos * 32 : pos * 32 + 32] == chunk_id and live[numbers[pos]]:
                 return pos
             pos += 1
         return -1
@@ -194,7 +202,7 @@ class MergedIndex:
 
     def entry(self, pos: int) -> tuple[int, int, int]:
         """(pack number, offset, length) at a position."""
-        return int(self.pack_numbers[pos]), int(self.offsets[pos]), int(self.lengths[pos])
+        return int(self._numbers_mv[pos]), int(self._offsets_mv[pos]), int(self._lengths_mv[pos])
 
     def chunk_id(self, pos: int) -> bytes:
         return bytes(self.ids[pos * 32 : pos * 32 + 32])

@@ -109,6 +109,13 @@ class _Delta:
                         code & 0xFFFFFFFF)  # fmt: skip
 
 
+def _mapped(merged: MergedIndex, live: Sequence[bool]) -> tuple[MergedIndex, bytes, np.ndarray]:
+    """The merged index with its live-pack mask twice: bytes for one lookup (indexing them
+    gives a plain int), an array for a vectorised batch."""
+    mask = np.asarray(live, dtype=bool)
+    return merged, mask.tobytes(), mask
+
+
 class ChunkIndex(Mapping[bytes, Location]):
     """chunk id -> :class:`Location`: the merged index (a mapped file, :mod:`cas.chunkindex`)
     plus a small in-memory delta of the packs sealed since it was written. Lookups read the
@@ -120,7 +127,7 @@ class ChunkIndex(Mapping[bytes, Location]):
     __slots__ = ("_delta", "_merged")
 
     def __init__(self, merged: MergedIndex | None = None, live: Sequence[bool] = ()) -> None:
-        self._merged = (merged, np.asarray(live, dtype=bool)) if merged is not None else None
+        self._merged = _mapped(merged, live) if merged is not None else None
         self._delta = _Delta()
 
     def add(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> None:
@@ -128,7 +135,7 @@ class ChunkIndex(Mapping[bytes, Location]):
 
     def swap(self, merged: MergedIndex, live: Sequence[bool]) -> None:
         """Replace everything by ``merged`` (which covers every pack added so far)."""
-        self._merged = (merged, np.asarray(live, dtype=bool))
+        self._merged = _mapped(merged, live)
         self._delta = _Delta()
 
     @property
@@ -140,28 +147,38 @@ class ChunkIndex(Mapping[bytes, Location]):
         return list(self._delta.packs)
 
     @property
-    def merged(self) -> tuple[MergedIndex, np.ndarray] | None:
-        return self._merged
+    def merged(self) -> tuple[MergedIndex, bytes] | None:
+        if self._merged is None:
+            return None
+        merged, live, _ = self._merged
+        return merged, live
 
-    def __getitem__(self, chunk_id: bytes) -> Location:
+    def get(self, chunk_id: bytes, default: Location | None = None) -> Location | None:  # type: ignore[override]
+        """The location, or ``default``: the one lookup checkout and push make per chunk."""
         delta = self._delta
         code = delta.codes.get(chunk_id)
         if code is not None:
             return delta.location(code)
         if self._merged is not None:
-            merged, live = self._merged
+            merged, live, _ = self._merged
             pos = merged.find(chunk_id, live)
             if pos >= 0:
                 number, offset, length = merged.entry(pos)
                 return Location(merged.packs[number], offset, length)
-        raise KeyError(chunk_id)
+        return default
+
+    def __getitem__(self, chunk_id: bytes) -> Location:
+        loc = self.get(chunk_id)
+        if loc is None:
+            raise KeyError(chunk_id)
+        return loc
 
     def __contains__(self, chunk_id: object) -> bool:
         if chunk_id in self._delta.codes:
             return True
         if self._merged is None or not isinstance(chunk_id, bytes) or len(chunk_id) != 32:
             return False
-        merged, live = self._merged
+        merged, live, _ = self._merged
         return merged.find(chunk_id, live) >= 0
 
     def missing(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
@@ -171,11 +188,11 @@ class ChunkIndex(Mapping[bytes, Location]):
         rest = [cid for cid in dict.fromkeys(chunk_ids) if cid not in codes]
         if self._merged is None or not rest:
             return set(rest)
-        merged, live = self._merged
+        merged, _, live_np = self._merged
         found: set[bytes] = set()
         for start in range(0, len(rest), _BATCH):
             batch = rest[start : start + _BATCH]
-            pos = merged.find_many(b"".join(batch), len(batch), live)
+            pos = merged.find_many(b"".join(batch), len(batch), live_np)
             found.update(batch[i] for i in np.flatnonzero(pos < 0))
         return found
 
@@ -185,7 +202,7 @@ class ChunkIndex(Mapping[bytes, Location]):
         yield from codes
         if self._merged is None:
             return
-        merged, live = self._merged
+        merged, live, _ = self._merged
         run_key, run_ids = -1, set()
         for cid, pos in iter_live(merged, live):
             key = int(merged.keys[pos])

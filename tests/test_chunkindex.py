@@ -22,6 +22,7 @@ from cas.chunkindex import MergedIndex, write_merged
 from cas.errors import CorruptObjectError
 from cas.objects import MERGED_INDEX_KEY, ObjectStore, index_key, pack_key
 from cas.store.local import LocalStore
+from tests.conftest import cas, tree, write
 
 
 def encode(entries: list[tuple[bytes, int, int]]) -> bytes:
@@ -329,3 +330,55 @@ def test_kill_during_a_merge_leaves_a_consistent_index(tmp_path: Path) -> None:
         assert len(leftovers) <= 1, leftovers  # a killed merge leaves at most its temp file
         open_store(root).local.clean_tmp()
         assert not list((root / "tmp").iterdir())
+
+
+def test_the_cli_works_through_a_merged_index_and_fsck_checks_it(git_repo: Path) -> None:
+    """Real CLI on a store that had only index files: add merges them, checkout reads through
+    the merged index, fsck passes; a damaged merged index fails fsck with the fix, which works."""
+    cas(git_repo, "init")
+    root = git_repo / ".cas" / "store"
+    fill(open_store(root), objects.MERGE_PACKS + 1, 5, seed=14)
+    files = {f"f{i}.bin": random.Random(i).randbytes(3000 + i) for i in range(3)}
+    for name, data in files.items():
+        write(git_repo / "data" / name, data)
+    cas(git_repo, "add", "data")
+    assert (root / MERGED_INDEX_KEY).exists()
+    for name in files:
+        (git_repo / "data" / name).unlink()
+    cas(git_repo, "checkout", "data")
+    assert tree(git_repo / "data") == files
+    cas(git_repo, "fsck")
+    path = root / MERGED_INDEX_KEY
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    out = cas(git_repo, "fsck", code=1).stdout
+    assert f"{path} does not match its checksum; delete it: it is rebuilt" in out
+    path.unlink()
+    cas(git_repo, "fsck")
+
+
+def test_gc_through_a_merged_index_deletes_and_keeps_the_right_chunks(git_repo: Path) -> None:
+    """gc on a store answered by a merged index: unreferenced packs go, the merged index's
+    entries for them stop answering, and what the commits need still checks out and fscks."""
+    cas(git_repo, "init")
+    root = git_repo / ".cas" / "store"
+    garbage = fill(open_store(root), objects.MERGE_PACKS + 1, 5, seed=15)
+    files = {"a.bin": random.Random(1).randbytes(5000), "b.bin": random.Random(2).randbytes(7000)}
+    for name, data in files.items():
+        write(git_repo / "data" / name, data)
+    cas(git_repo, "add", "data")
+    subprocess.run(["git", "add", "-A"], cwd=git_repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "v1"], cwd=git_repo, check=True)
+    assert (root / MERGED_INDEX_KEY).exists()
+    assert not open_store(root).missing_chunks(garbage)
+    cas(git_repo, "gc")
+    after = open_store(root)
+    assert after.missing_chunks(garbage) == set(garbage)
+    for name in files:
+        (git_repo / "data" / name).unlink()
+    cas(git_repo, "checkout", "data")
+    assert tree(git_repo / "data") == files
+    cas(git_repo, "fsck")
+    assert not set(after.index) & set(garbage)
