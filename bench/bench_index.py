@@ -36,15 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from cas import chunkindex, hashing  # noqa: E402
-from cas.objects import MERGED_INDEX_KEY, ObjectStore, pack_key  # noqa: E402
-from cas.store.local import LocalStore  # noqa: E402
-
 CAS = [sys.executable, "-m", "cas"]
 _BLOCK = 1 << 20
 
@@ -53,6 +45,11 @@ def build_synthetic(store: Path, chunks: int, packs: int, seed: int = 0) -> None
     """A store of ``packs`` empty placeholder packs and a merged chunk index of ``chunks``
     random ids spread over them (offsets and lengths as 64 KiB chunks back to back). Memory:
     the sorted key column (8 bytes a chunk) plus one block."""
+    import numpy as np
+
+    from cas import chunkindex
+    from cas.objects import MERGED_INDEX_KEY, pack_key
+
     rng = np.random.default_rng(seed)
     pack_ids = sorted({rng.bytes(32).hex() for _ in range(packs)})
     for pack_id in pack_ids:
@@ -92,6 +89,10 @@ def build_synthetic(store: Path, chunks: int, packs: int, seed: int = 0) -> None
 
 def build_real(store: Path, chunks: int, seed: int = 0) -> None:
     """``chunks`` distinct small chunks in real packs, through cas's PackWriter."""
+    from cas import hashing
+    from cas.objects import ObjectStore
+    from cas.store.local import LocalStore
+
     rng = random.Random(seed)
     objects = ObjectStore(LocalStore(store, fsync=False))
     with objects.writer() as writer:
@@ -102,7 +103,9 @@ def build_real(store: Path, chunks: int, seed: int = 0) -> None:
 
 
 def measure(argv: list[str], cwd: Path) -> dict[str, Any]:
-    """Wall time, CPU time (user+sys) and peak RSS of one command."""
+    """Wall time, CPU time (user+sys) and peak RSS of one command. The child is forked from
+    this process, whose RSS is the floor of the child's ``ru_maxrss`` until it execs: so this
+    process imports neither numpy nor cas, and builds the stores in children."""
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -160,20 +163,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--stores", default="empty,real,synthetic", help="main: empty,real")
+    parser.add_argument("--build", nargs=2, metavar=("KIND", "STORE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.build:
+        kind, store = args.build[0], Path(args.build[1])
+        sys.path.insert(0, str(ROOT))
+        if kind == "empty":
+            store.mkdir()
+        elif kind == "real":
+            build_real(store, args.real)
+        else:
+            build_synthetic(store, args.chunks, args.packs)
+        return 0
     kinds = args.stores.split(",")
     base = Path(tempfile.mkdtemp(prefix="cas-bench-index-"))
     try:
         stores = {kind: base / f"store-{kind}" for kind in kinds}
-        builders = {
-            "empty": lambda store: store.mkdir(),
-            "real": lambda store: build_real(store, args.real),
-            "synthetic": lambda store: build_synthetic(store, args.chunks, args.packs),
-        }
         built: dict[str, float] = {}
         for kind, store in stores.items():
             started = time.monotonic()
-            builders[kind](store)
+            build = [sys.executable, __file__, "--build", kind, str(store), *argv]
+            subprocess.run(build, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             built[kind] = time.monotonic() - started
         repos = {name: make_repo(base, name, store) for name, store in stores.items()}
         rng = random.Random(1)

@@ -532,8 +532,10 @@ class ObjectStore:
             self._index.add(pack_id, entries)
             if self._index.delta_size > DELTA_MAX:
                 current = self._index.merged
-                merged, live = current if current is not None else (None, [])
-                self._index.swap(*self._merge(merged, list(live), self._index.delta_packs))
+                merged, live = current if current is not None else (None, b"")
+                covered = set(merged.packs) if merged is not None else set()
+                packs = [p for p in self._index.delta_packs if p not in covered]
+                self._index.swap(*self._merge(merged, list(live), packs))
         return True
 
     def has_chunk(self, chunk_id: bytes) -> bool:
