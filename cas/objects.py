@@ -50,10 +50,12 @@ MERGED_INDEX_KEY = "chunk-index"
 # When the packs the merged index does not cover pile up past either bound, the next command
 # merges them in (a merge rewrites the merged index: O(store), so not on every new pack; a
 # delta of 100,000 chunks loads in ~50 ms). A process that seals packs itself merges when its
-# delta passes DELTA_MAX, which bounds the memory of a 10M-chunk add.
+# delta passes DELTA_MAX or an eighth of the merged index, whichever is more: the delta's memory
+# (~150 bytes a chunk) stays an eighth of the store's, and a 10M-chunk add rewrites the merged
+# index ~20 times (~9x its final size written in all), not once per pack.
 MERGE_PACKS = 64
 MERGE_ENTRIES = 100_000
-DELTA_MAX = 1_000_000
+DELTA_MAX = 250_000
 _BATCH = 1 << 20
 
 
@@ -524,14 +526,15 @@ class ObjectStore:
 
     def register(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> bool:
         """Add a new pack's chunks to the index, if it is loaded (else it is loaded later, from
-        the index file just written); True if they were added. Past DELTA_MAX chunks in the
-        delta, they are merged into the merged index, so a long add's memory stays bounded."""
+        the index file just written); True if they were added. Past DELTA_MAX chunks (or an
+        eighth of the merged index) in the delta, it is merged in, so a long add's memory stays
+        bounded."""
         if self._index is None:
             return False
         with self._lock:
             self._index.add(pack_id, entries)
-            if self._index.delta_size > DELTA_MAX:
-                current = self._index.merged
+            current = self._index.merged
+            if self._index.delta_size > max(DELTA_MAX, len(current[0]) // 8 if current else 0):
                 merged, live = current if current is not None else (None, b"")
                 covered = set(merged.packs) if merged is not None else set()
                 packs = [p for p in self._index.delta_packs if p not in covered]
