@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch (a plain 'torch' requirement would pull a multi-GB CUDA build)
 	$(BIN)/pip install -q 'torch==2.13.0'
-	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch]'
+	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch,dask]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -39,6 +39,8 @@ bench: setup
 	{ printf '\n## 10,000,000 files (`reliability/load.py`, 2 GiB limit)\n\n```\n'; \
 	  $(BIN)/python reliability/load.py --files 10000000 --rss-limit-mib 2048; printf '```\n'; } \
 	  | tee -a docs/benchmarks.md
+	{ printf '\n## add --executor (`bench/bench_distribute.py`, 2-worker LocalCluster)\n\n```\n'; \
+	  $(BIN)/python bench/bench_distribute.py 2>/dev/null; printf '```\n'; } | tee -a docs/benchmarks.md
 
 bench-small: setup
 	$(BIN)/python bench/run.py --size small

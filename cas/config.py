@@ -3,7 +3,9 @@
 
 Keys: ``core.store`` (path of the local store, default ``.cas/store``; point several clones at one
 folder to share a cache), ``core.fsync`` (true: packs are flushed to disk before they are named,
-so they survive power loss; default false, like ``cp`` and DVC: a kill -9 is safe either way).
+so they survive power loss; default false, like ``cp`` and DVC: a kill -9 is safe either way),
+``core.executor`` (where ``cas add`` and ``cas manifest create|append`` hash: a Dask scheduler
+address ``tcp://host:8786``, ``processes[:N]`` or ``local``; default this process).
 """
 
 from __future__ import annotations

@@ -524,6 +524,12 @@ class ObjectStore:
                                      "unreadable; delete it and rerun")  # fmt: skip
         return fresh, [True] * len(fresh.packs)
 
+    def forget_index(self) -> None:
+        """Drop the loaded index: other processes sealed packs it does not know (workers of
+        ``cas add --executor``); the next lookup loads it again."""
+        with self._lock:
+            self._index = None
+
     def register(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> bool:
         """Add a new pack's chunks to the index, if it is loaded (else it is loaded later, from
         the index file just written); True if they were added. Past DELTA_MAX chunks (or an

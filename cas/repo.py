@@ -40,6 +40,8 @@ from cas.state import StatCache
 from cas.store.local import LocalStore, storage_error
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     import pyarrow as pa
 
 CAS_DIR = ".cas"
@@ -222,11 +224,26 @@ class Repo:
         return self.git.exists_at(rev, target.pointer)
 
     # -- the operations ----------------------------------------------------------------------
-    def add(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
-        """Track folders or files: store their chunks, write and stage their pointers."""
+    def add(
+        self,
+        paths: Sequence[str | Path],
+        progress: Progress | None = None,
+        *,
+        executor: str | Executor | None = None,
+    ) -> list[AddResult]:
+        """Track folders or files: store their chunks, write and stage their pointers.
+
+        ``executor`` hashes on a cluster (docs/scaling.md): a Dask scheduler address
+        (``tcp://host:8786``), ``processes[:N]``, ``local``, or any
+        ``concurrent.futures.Executor`` whose workers see the repository and the store at the
+        same paths. Default: ``core.executor`` of .cas/config, else this process."""
         if not paths:
             raise UsageError("name at least one folder or file to add")
-        return [add_op.add(self, self.target(p), progress) for p in paths]
+        from cas.ops.distribute import executor_for  # lazily: only a cluster add needs it
+
+        targets = [self.target(p) for p in paths]
+        with executor_for(self.config, executor) as cluster:
+            return [add_op.add(self, t, progress, cluster) for t in targets]
 
     def status(self, paths: Sequence[str | Path] = ()) -> list[TargetStatus]:
         return [status_op.status(self, t) for t in self.targets(paths)]

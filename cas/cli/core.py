@@ -11,6 +11,12 @@ from cas.cli.output import RichProgress, checked_out, emit_json, human, report, 
 from cas.repo import Repo
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+EXECUTOR = typer.Option(
+    None,
+    "--executor",
+    help="Hash on a cluster: tcp://scheduler:8786 (Dask), processes[:N] or local "
+    "(default: core.executor, else this process).",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +40,7 @@ def add(
     append_only: bool = typer.Option(
         False, "--append-only", help="Only new files may appear; a changed or deleted one fails."
     ),
+    executor: str = EXECUTOR,
     json_out: bool = JSON,
 ) -> None:
     """Chunk TARGETS into the store, write TARGET.cas, git-ignore TARGET, stage both."""
@@ -44,7 +51,7 @@ def add(
         return
     repo = Repo.discover()
     report(
-        repo.add(targets, progress=RichProgress()),
+        repo.add(targets, progress=RichProgress(), executor=executor),
         json_out,
         lambda r: (
             f"{r.pointer}: {r.files} files, {human(r.size)}, "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from cas.cli.core import EXECUTOR
 from cas.cli.output import RichProgress, emit_json, human, report, say
 from cas.repo import Repo
 
@@ -40,12 +41,16 @@ def create(
     url: str = typer.Argument(..., help="The corpus: a folder, s3://bucket/prefix, any URL."),
     glob: str = typer.Option(None, "--glob", help="Only files matching, e.g. '**/*.jsonl.zst'."),
     jobs: int | None = JOBS,
+    executor: str = EXECUTOR,
     json_out: bool = JSON,
 ) -> None:
     """Hash every file under URL into a new manifest; write POINTER and stage it."""
     from cas.ops import corpus as corpus_op
+    from cas.ops.distribute import executor_for
 
-    result = corpus_op.create(Repo.discover(), pointer, url, glob, jobs, RichProgress())
+    repo = Repo.discover()
+    with executor_for(repo.config, executor) as cluster:
+        result = corpus_op.create(repo, pointer, url, glob, jobs, RichProgress(), cluster)
     _report(result, json_out)
 
 
@@ -58,14 +63,18 @@ def append(
     allow_removals: bool = typer.Option(
         False, "--allow-removals", help="Record changed or vanished files instead of refusing."
     ),
+    executor: str = EXECUTOR,
     json_out: bool = JSON,
 ) -> None:
     """Add the files under URL that the manifest lacks; refuse if recorded ones changed."""
     from cas.ops import corpus as corpus_op
+    from cas.ops.distribute import executor_for
 
-    result = corpus_op.append(
-        Repo.discover(), pointer, url, glob, jobs, allow_removals, RichProgress()
-    )
+    repo = Repo.discover()
+    with executor_for(repo.config, executor) as cluster:
+        result = corpus_op.append(
+            repo, pointer, url, glob, jobs, allow_removals, RichProgress(), cluster
+        )
     _report(result, json_out)
 
 

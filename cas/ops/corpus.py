@@ -35,6 +35,7 @@ from cas.progress import Progress, Silent
 from cas.store.fsspec import FsspecStore
 
 if TYPE_CHECKING:
+    from cas.ops.distribute import Cluster
     from cas.repo import Repo, Target
 
 T = TypeVar("T")
@@ -174,27 +175,57 @@ def hash_one(src: Source, rel: str, size: int) -> bytes:
     return h.digest()
 
 
-def hash_listing(src: Source, listing: pa.Table, jobs: int | None, progress: Progress) -> pa.Table:
+def hash_checked(src: Source, rel: str, size: int) -> bytes:
+    """:func:`hash_one`, with a file that vanished since the listing named as such."""
+    try:
+        return hash_one(src, rel, size)
+    except KeyError:
+        raise FileChangedError(f"{src.url(rel)} vanished while cas read it; rerun") from None
+
+
+def hash_listing(
+    src: Source,
+    listing: pa.Table,
+    jobs: int | None,
+    progress: Progress,
+    cluster: Cluster | None = None,
+) -> pa.Table:
     """Entries (path, size, hash, marker) for a listing, ``jobs`` files at a time (None: the
-    default, enough requests in flight to hide S3 latency on two cores)."""
-    jobs = jobs or DEFAULT_JOBS
+    default, enough requests in flight to hide S3 latency on two cores), or on ``cluster``'s
+    workers, which then read the files where they lie."""
     rows = list(zip(listing["path"].to_pylist(), listing["size"].to_pylist()))
     progress.start(f"hashing {src.base}", sum(s for _, s in rows))
-
-    def one(row: tuple[str, int]) -> bytes:
-        try:
-            return hash_one(src, *row)
-        except KeyError:
-            raise FileChangedError(f"{src.url(row[0])} vanished while cas read it; rerun") from None
-
-    hashes = []
-    for (_, size), digest in zip(rows, bounded_map(one, rows, jobs, 4 * jobs)):
-        hashes.append(digest)
-        progress.advance(size)
+    if cluster is not None:
+        hashes = _hash_on(cluster, src, rows, progress)
+    else:
+        jobs = jobs or DEFAULT_JOBS
+        hashes = []
+        for (_, size), digest in zip(
+            rows, bounded_map(lambda row: hash_checked(src, *row), rows, jobs, 4 * jobs)
+        ):
+            hashes.append(digest)
+            progress.advance(size)
     progress.finish()
     return listing.append_column("hash", pa.array(hashes, pa.binary(32))).select(
         versions.CORPUS_SCHEMA.names
     )
+
+
+def _hash_on(
+    cluster: Cluster, src: Source, rows: list[tuple[str, int]], progress: Progress
+) -> list[bytes]:
+    """The hashes of ``rows``, in order, computed by the cluster's workers in batches."""
+    from cas.ops.distribute import HashTask, batches, hash_corpus_task, run_windowed
+
+    tasks = (
+        HashTask(src.base, part.start, tuple(rows[part.start : part.stop]))
+        for part in batches([size for _, size in rows])
+    )
+    hashes: list[bytes] = [b""] * len(rows)
+    for start, found in run_windowed(cluster.executor, hash_corpus_task, tasks, cluster.window):
+        hashes[start : start + len(found)] = found
+        progress.advance(sum(size for _, size in rows[start : start + len(found)]))
+    return hashes
 
 
 # -- the operations ----------------------------------------------------------------------
@@ -205,9 +236,10 @@ def create(
     glob: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    cluster: Cluster | None = None,
 ) -> CorpusResult:
     """Hash every file under ``url`` (matching ``glob``) into a first version; stage the
-    pointer like ``cas add`` does."""
+    pointer like ``cas add`` does. ``cluster``: hash on its workers."""
     target = repo.target(pointer_arg)
     if repo.pointer_exists(target):
         raise UsageError(f"{target.pointer} exists; run 'cas manifest append {target.pointer}'")
@@ -215,7 +247,7 @@ def create(
     listing = matching(list_files(src), glob)
     if listing.num_rows == 0:
         raise UsageError(f"no files under {src.base}" + (f" match {glob!r}" if glob else ""))
-    entries = hash_listing(src, listing, jobs, progress or Silent())
+    entries = hash_listing(src, listing, jobs, progress or Silent(), cluster)
     version_id = versions.append(repo, None, entries, "corpus", src.base, glob)
     return _finish(repo, target, version_id, None)
 
@@ -228,6 +260,7 @@ def append(
     jobs: int | None = None,
     allow_removals: bool = False,
     progress: Progress | None = None,
+    cluster: Cluster | None = None,
 ) -> CorpusResult:
     """Add the files under ``url`` (default: the whole base) that the manifest lacks.
 
@@ -267,7 +300,7 @@ def append(
     todo = pa.concat_tables([fresh, redo])
     if todo.num_rows == 0 and not vanished:
         return _finish(repo, target, ptr.manifest, ptr.manifest)
-    entries = hash_listing(base, todo, jobs, progress or Silent())
+    entries = hash_listing(base, todo, jobs, progress or Silent(), cluster)
     if vanished or changed:
         drop = pa.array(vanished + changed, pa.string())
         version_id = versions.rewrite(repo, ptr.manifest, drop, entries)
