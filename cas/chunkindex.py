@@ -22,6 +22,7 @@ Why this layout (after git's multi-pack-index and borg's hashindex):
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import struct
 import sys
@@ -41,7 +42,7 @@ _FANOUT = 256
 _SUM = 32  # BLAKE3 of every byte before it
 _ENTRY_BYTES = 8 + 32 + 4 + 4 + 8  # key, id, pack number, length, offset
 _RECORD = np.dtype([("id", "V32"), ("offset", "<u8"), ("length", "<u4")])  # an index file entry
-_BLOCK = 1 << 18  # entries merged per step: bounds a merge's memory whatever the index size
+_BLOCK = 1 << 16  # entries merged per step: bounds a merge's memory whatever the index size
 _NATIVE_LE = sys.byteorder == "little"
 
 
@@ -104,7 +105,7 @@ class MergedIndex:
     """A merged index file, read through a buffer (an ``mmap`` in use): nothing is copied at
     open but the pack table. ``where`` names the file in errors."""
 
-    def __init__(self, buf: memoryview, where: str) -> None:
+    def __init__(self, buf: memoryview, where: str, mapped: mmap.mmap | None = None) -> None:
         if len(buf) < _HEADER.size:
             raise CorruptObjectError(f"{where} is truncated")
         magic, version, packs, entries, _reserved = _HEADER.unpack_from(buf, 0)
@@ -118,6 +119,7 @@ class MergedIndex:
         self.where = where
         self.layout = layout
         self.buf = buf
+        self._mapped = mapped
         table = [_PACK.unpack_from(buf, layout.pack_table + i * _PACK.size) for i in range(packs)]
         self.packs = [pid.hex() for pid, _n in table]
         self.counts = [n for _pid, n in table]
@@ -148,12 +150,30 @@ class MergedIndex:
     def __len__(self) -> int:
         return self.layout.entries
 
+    def release(self, start: int, stop: int) -> None:
+        """Let go of the mapped pages of bytes ``start:stop`` (they stay in the page cache and
+        fault back in if read again): a pass over the whole file (a verify, a merge) would
+        otherwise leave all of it in this process's RSS."""
+        if self._mapped is None:
+            return
+        first = start // mmap.PAGESIZE * mmap.PAGESIZE
+        if min(stop, len(self.buf)) > first:
+            self._mapped.madvise(mmap.MADV_DONTNEED, first, min(stop, len(self.buf)) - first)
+
+    def release_entries(self, start: int, stop: int) -> None:
+        """:meth:`release` the column bytes of entries ``start:stop``."""
+        layout = self.layout
+        for base, width in ((layout.keys, 8), (layout.ids, 32), (layout.pack_numbers, 4),
+                            (layout.lengths, 4), (layout.offsets, 8)):  # fmt: skip
+            self.release(base + start * width, base + stop * width)
+
     def verify(self) -> None:
         """Check the checksum: one pass over the file (fsck and merges, never a lookup)."""
         end = self.layout.checksum
         hasher = hashing.hasher()
         for start in range(0, end, 8 << 20):
             hasher.update(self.buf[start : min(end, start + (8 << 20))])
+            self.release(start, start + (8 << 20))
         if hasher.digest() != bytes(self.buf[end:]):
             raise CorruptObjectError(f"{self.where} does not match its checksum")
 
@@ -281,6 +301,8 @@ def write_merged(
             os.pwrite(fd, np.ascontiguousarray(column).tobytes(), base + written * width)
         fanout += np.bincount((keys >> np.uint64(56)).astype(np.int64), minlength=_FANOUT)
         written += len(keys)
+        if old is not None:
+            old.release_entries(start, stop)
     if written != total:
         raise ValueError(f"merge wrote {written} entries, expected {total}")
     finish(fd, [(p, counts[p]) for p in names], fanout)

@@ -469,7 +469,7 @@ class ObjectStore:
         except OSError as err:
             raise storage_error(err, f"cannot read {path}") from err
         try:
-            return MergedIndex(memoryview(mapped), str(path)), False
+            return MergedIndex(memoryview(mapped), str(path), mapped), False
         except NewerIndexError:
             raise
         except CorruptObjectError:
