@@ -191,7 +191,8 @@ class ChunkIndex(Mapping[bytes, Location]):
         if self._merged is None or not rest:
             return set(rest)
         merged, _, live_np = self._merged
-        found: set[bytes] = set()
+        found = {cid for cid in rest if len(cid) != 32}  # never an id: never indexed
+        rest = [cid for cid in rest if len(cid) == 32] if found else rest
         for start in range(0, len(rest), _BATCH):
             batch = rest[start : start + _BATCH]
             pos = merged.find_many(b"".join(batch), len(batch), live_np)

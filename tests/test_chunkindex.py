@@ -91,6 +91,10 @@ def test_lookups_and_batch_lookups_agree_with_a_dict(tmp_path: Path) -> None:
         else:
             assert pos == -1 and one == -1
     assert len(index) == sum(len(b) // 44 for _p, b in packs)  # duplicates kept, one per pack
+    # through ChunkIndex: a batch (with an id of the wrong length, as hostile input could give)
+    chunk_index = objects.ChunkIndex(index, [True] * len(index.packs))
+    assert chunk_index.missing([*queries, b"short"]) == {*absent, b"short"}
+    assert all(chunk_index.get(c) is None for c in absent[:100])
 
 
 def test_merge_drops_dead_packs_and_keeps_live_duplicates(tmp_path: Path) -> None:
