@@ -18,6 +18,16 @@ and, for 10M rows, ``snapshot_10M_peak_rss_mib``: the max RSS of a child process
 
 Goals: snapshot <= 1.3 x (ADBC + plain write), >= 5x faster than pandas, 10M peak RSS <= 500 MiB.
 pandas, SQLAlchemy and psycopg are bench-only dependencies. Times are medians of ``--repeat``.
+
+Deduplication (``--dedup-rows``, default 1,000,000; 0 skips it) needs no server: the same
+``orders`` columns in a SQLite file, one ``cas snapshot-query`` of it into a fresh project, then
+a change to the table and a second snapshot; the store's growth (bytes of ``.cas/store``) over
+the first snapshot's Parquet size is printed per change: a 1% append, a contiguous 1% insert and
+a contiguous 1% delete in the middle, a contiguous 5,000-row update, and 0.5% of rows deleted
+scattered through the first half. Goal: growth <= 2x the changed fraction of rows for the first
+four (a change must cost about what changed). ``--compare-with DIR`` also times
+``write_snapshot`` of the SQLite table with the cas source tree at DIR (today's main, say) and
+with this one, alternately, each in a fresh interpreter: min and median of wall and CPU seconds.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import tempfile
 import textwrap
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +53,7 @@ from tests.pg_server import PgServer, psql, running_server  # noqa: E402
 GOAL_RATIO = 1.3
 GOAL_PANDAS_SPEEDUP = 5.0
 GOAL_PEAK_MIB = 500.0
+GOAL_GROWTH_PER_CHANGE = 2.0
 
 
 def load_orders(server: PgServer, rows: int) -> None:
@@ -181,17 +192,182 @@ def verdict(ok: bool) -> str:
     return "OK" if ok else "MISSED"
 
 
+# -- deduplication across snapshots (SQLite, no server) -----------------------------------------
+
+#: Base ids are spaced so that a block of new rows can go between two of them (ORDER BY id).
+_ID_STEP = 1_000_000
+
+
+def _order_rows(gs: range) -> Iterator[tuple[object, ...]]:
+    import hashlib
+
+    statuses = ("new", "paid", "shipped", "done", "cancelled")
+    for g in gs:
+        yield (
+            g * _ID_STEP,
+            g % 10007,
+            statuses[g % 5],
+            round((g % 100000) * 0.37, 2),
+            1_767_225_600 + g,
+            hashlib.md5(str(g).encode()).hexdigest(),
+        )
+
+
+def make_sqlite_orders(path: Path, rows: int) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, status TEXT,"
+            " amount REAL, created_at INTEGER, note TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)", _order_rows(range(1, rows + 1))
+        )
+
+
+def dedup_changes(rows: int) -> list[tuple[str, float, str, bool]]:
+    """(name, changed fraction of rows, SQL applied to the base table, held to the goal)."""
+    mid, pct, block = rows // 2, rows // 100, 5_000
+    inserted = ", ".join(
+        f"({mid * _ID_STEP + 1 + j}, {j % 10007}, 'new', 1.5, 0, 'inserted {j}')"
+        for j in range(pct)
+    )
+    return [
+        (
+            "append_1pct",
+            pct / rows,
+            f"INSERT INTO orders SELECT id + {rows} * {_ID_STEP}, customer_id, status,"
+            f" amount, created_at, note FROM orders WHERE id <= {pct} * {_ID_STEP}",
+            True,
+        ),
+        ("insert_1pct_middle", pct / rows, f"INSERT INTO orders VALUES {inserted}", True),
+        (
+            "delete_1pct_middle",
+            pct / rows,
+            f"DELETE FROM orders WHERE id > {mid * _ID_STEP} AND id <= {(mid + pct) * _ID_STEP}",
+            True,
+        ),
+        (
+            "update_5000_block",
+            block / rows,
+            "UPDATE orders SET status = 'refunded', amount = amount + 1"
+            f" WHERE id > {rows // 3 * _ID_STEP} AND id <= {(rows // 3 + block) * _ID_STEP}",
+            True,
+        ),
+        (
+            "delete_0.5pct_scattered_first_half",
+            (rows // 200) / rows,
+            f"DELETE FROM orders WHERE id <= {mid * _ID_STEP} AND (id / {_ID_STEP}) % 100 = 7",
+            False,
+        ),
+    ]
+
+
+def store_bytes(project: Path) -> int:
+    return sum(p.stat().st_size for p in (project / ".cas" / "store").rglob("*") if p.is_file())
+
+
+def run_dedup(work: Path, rows: int) -> None:
+    import sqlite3
+
+    from cas.repo import Repo
+    from cas.snapshot import snapshot_query
+
+    base = work / "orders.db"
+    make_sqlite_orders(base, rows)
+    query = "SELECT * FROM orders ORDER BY id"
+    for name, fraction, sql, goal in dedup_changes(rows):
+        case = work / f"dedup-{name}"
+        db = case / "orders.db"
+        project = make_project(case / "project")
+        shutil.copy(base, db)
+        with Repo.discover(project) as repo:
+            first = snapshot_query(repo, query, f"sqlite:///{db}", "orders")
+            before = store_bytes(project)
+            with sqlite3.connect(db) as conn:
+                conn.execute(sql)
+            snapshot_query(repo, query, f"sqlite:///{db}", "orders")
+            grown = store_bytes(project) - before
+        ratio = grown / first.bytes / fraction
+        shown = f"{name} changed {100 * fraction:.1f}% of rows: store +{grown / 1e6:.3f} MB"
+        shown += f" = {100 * grown / first.bytes:.2f}% of {first.bytes / 1e6:.1f} MB"
+        if goal:
+            shown += f" ({ratio:.2f}x, goal <= {GOAL_GROWTH_PER_CHANGE:.0f}x) "
+            shown += verdict(ratio <= GOAL_GROWTH_PER_CHANGE)
+        print(f"dedup_{shown}", flush=True)
+        shutil.rmtree(case)
+
+
+_TIMED = """
+import resource, sys, time, warnings
+from pathlib import Path
+warnings.simplefilter("ignore")
+from cas.snapshot import write_snapshot
+started = time.perf_counter()
+write_snapshot({query!r}, {url!r}, "orders", root=Path({root!r}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(time.perf_counter() - started, usage.ru_utime + usage.ru_stime)
+"""
+
+
+def timed_snapshot(src: Path, url: str, root: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one write_snapshot in a fresh interpreter importing cas from src.
+
+    CPU includes the interpreter's start-up and imports, which both sides pay alike."""
+    code = _TIMED.format(query="SELECT * FROM orders ORDER BY id", url=url, root=str(root))
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    shutil.rmtree(root, ignore_errors=True)
+    return float(out[0]), float(out[1])
+
+
+def run_throughput_comparison(work: Path, baseline: Path, rows: int, repeat: int) -> None:
+    db = work / "orders.db"
+    if not db.exists():
+        make_sqlite_orders(db, rows)
+    url = f"sqlite:///{db}"
+    timed_snapshot(REPO_ROOT, url, work / "warm")
+    runs: dict[str, list[tuple[float, float]]] = {"baseline": [], "this": []}
+    for _ in range(repeat):
+        runs["baseline"].append(timed_snapshot(baseline, url, work / "t"))
+        runs["this"].append(timed_snapshot(REPO_ROOT, url, work / "t"))
+    for label, pairs in runs.items():
+        walls, cpus = [w for w, _ in pairs], [c for _, c in pairs]
+        print(
+            f"sqlite_snapshot_{label_of(rows)}_{label}_s wall min {min(walls):.3f} median "
+            f"{statistics.median(walls):.3f}, cpu min {min(cpus):.3f} median "
+            f"{statistics.median(cpus):.3f}",
+            flush=True,
+        )
+    ratio = statistics.median(w for w, _ in runs["this"]) / statistics.median(
+        w for w, _ in runs["baseline"]
+    )
+    print(f"ratio_snapshot_vs_baseline {ratio:.2f} (goal <= 1.2) {verdict(ratio <= 1.2)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--big-rows", type=int, default=10_000_000, help="0 skips the RSS run")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pandas-repeat", type=int, default=1)
+    parser.add_argument("--dedup-rows", type=int, default=1_000_000, help="0 skips dedup")
+    parser.add_argument("--compare-with", type=Path, help="a cas source tree to time against")
+    parser.add_argument("--no-postgres", action="store_true", help="only the SQLite figures")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # ORDER BY is there; keep the output to the figures
 
     work = Path(tempfile.mkdtemp(prefix="cas-bench-snapshot-"))
     try:
+        if args.dedup_rows:
+            run_dedup(work, args.dedup_rows)
+        if args.compare_with:
+            run_throughput_comparison(work, args.compare_with, args.dedup_rows, args.repeat)
+        if args.no_postgres:
+            return
         with running_server() as server:
             started = time.perf_counter()
             load_orders(server, max(args.rows, args.big_rows))

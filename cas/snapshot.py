@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 
 import cas
 from cas.errors import CasError, StorageError, UsageError
+from cas.rowgroups import Limits, groups
 from cas.sources import (
     Connection,
     ResultStream,
@@ -56,10 +57,16 @@ if TYPE_CHECKING:
 
 SNAPSHOTS_DIR = "snapshots"
 META_FORMAT = "cas-snapshot-meta"
-META_VERSION = 1
+#: 2: content-defined row groups (cas.rowgroups). 1: fixed groups of ``row_group_rows`` rows.
+META_VERSION = 2
+#: Sidecar versions this code reads: a version 1 snapshot keeps its bytes and stays listed.
+META_VERSIONS = (1, 2)
 
-#: Rows per Parquet row group. Part of the output's identity: changing it changes the bytes.
-ROW_GROUP_ROWS = 131_072
+#: Average rows per Parquet row group; a group holds a quarter to four times this, ending where a
+#: row's hash says so (cas.rowgroups). Part of the output's identity: changing it changes the
+#: bytes. Small enough that a change costs about one group of new bytes (measured with
+#: bench/bench_snapshot.py: docs/snapshots.md, "Deduplication"), large enough for readers.
+ROW_GROUP_ROWS = 8192
 #: Rows fetched per driver round trip (SQLite, DuckDB). Does not affect the output.
 DEFAULT_BATCH_ROWS = 65_536
 
@@ -140,7 +147,7 @@ class SnapshotInfo:
     has_metadata: bool = True
 
     def to_meta(self) -> dict[str, Any]:
-        """The sidecar document (format ``cas-snapshot-meta``, version 1)."""
+        """The sidecar document (format ``cas-snapshot-meta``, version 2)."""
         return {
             "format": META_FORMAT,
             "version": META_VERSION,
@@ -170,9 +177,10 @@ class SnapshotInfo:
 
     @classmethod
     def from_meta(cls, doc: dict[str, Any], parquet_path: Path) -> SnapshotInfo:
-        """Read a sidecar; unknown extra keys are ignored so version 1 can grow compatibly."""
-        if doc.get("format") != META_FORMAT or doc.get("version") != META_VERSION:
-            raise ValueError(f"not a {META_FORMAT} version {META_VERSION} document")
+        """Read a sidecar (version 1 or 2); unknown extra keys are ignored so a version can grow
+        compatibly."""
+        if doc.get("format") != META_FORMAT or doc.get("version") not in META_VERSIONS:
+            raise ValueError(f"not a {META_FORMAT} document of version {META_VERSIONS}")
         return cls(
             name=str(doc["name"]),
             path=parquet_path,
@@ -300,7 +308,10 @@ def write_snapshot(
             cas_version=cas.__version__,
             parquet={
                 "writer": f"pyarrow {pa.__version__}",
+                "row_groups": "content-defined",
                 "row_group_rows": row_group_rows,
+                "row_group_min_rows": Limits(row_group_rows).min_rows,
+                "row_group_max_rows": Limits(row_group_rows).max_rows,
                 **{k: PARQUET_OPTIONS[k] for k in ("compression", "compression_level")},
             },
             warnings=found,
@@ -409,41 +420,24 @@ def _write_with_restarts(
 def write_parquet(
     stream: ResultStream, path: Path, row_group_rows: int = ROW_GROUP_ROWS
 ) -> tuple[int, pa.Schema]:
-    """Stream batches into ``path`` as row groups of exactly ``row_group_rows`` rows (the last
-    may be shorter), so the bytes depend only on the rows, not on the driver's batch sizes."""
+    """Stream batches into ``path`` as content-defined row groups averaging ``row_group_rows``
+    rows (``cas.rowgroups``), so the bytes depend only on the rows, not on the driver's batch
+    sizes, and a change to some rows leaves the other groups' bytes as they were."""
     schema = pa.schema([f.remove_metadata() for f in stream.schema])
+    limits = Limits(row_group_rows)
     total = 0
     batches = _prefetched(stream) if stream.prefetch else stream.batches
-    with pq.ParquetWriter(path, schema, **PARQUET_OPTIONS) as writer:
-        for group in _row_groups(batches, schema, row_group_rows):
-            # One contiguous chunk per column: pyarrow's page layout follows chunk boundaries.
-            writer.write_table(group.combine_chunks(), row_group_size=row_group_rows)
-            total += group.num_rows
-    return total, schema
-
-
-def _row_groups(
-    batches: Iterator[pa.RecordBatch], schema: pa.Schema, size: int
-) -> Iterator[pa.Table]:
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
     try:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
-            pending_rows += batch.num_rows
-            while pending_rows >= size:
-                table = pa.Table.from_batches(pending, schema)
-                yield table.slice(0, size)
-                pending = table.slice(size).to_batches()
-                pending_rows -= size
-        if pending_rows:
-            yield pa.Table.from_batches(pending, schema)
+        with pq.ParquetWriter(path, schema, **PARQUET_OPTIONS) as writer:
+            for group in groups(batches, schema, limits):
+                # One contiguous chunk per column: pyarrow's page layout follows chunk boundaries.
+                writer.write_table(group.combine_chunks(), row_group_size=limits.max_rows)
+                total += group.num_rows
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
             close()
+    return total, schema
 
 
 _PREFETCH_DEPTH = 3

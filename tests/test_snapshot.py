@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 from cas.cli.snapshot import register
 from cas.errors import CasError, DependencyError, StorageError, UsageError
 from cas.repo import Repo
+from cas.rowgroups import Limits
 from cas.snapshot import (
     META_FORMAT,
     META_VERSION,
@@ -206,9 +207,53 @@ def test_parquet_bytes_depend_only_on_rows_not_on_batching(tmp_path: Path) -> No
         digests.add(path.read_bytes())
     assert len(digests) == 1
     meta = pq.read_metadata(tmp_path / "0.parquet")
-    assert meta.num_row_groups == 11
-    assert [meta.row_group(i).num_rows for i in range(11)] == [1000] * 10 + [7]
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    limits = Limits(1000)
+    assert all(limits.min_rows <= r <= limits.max_rows for r in sizes[:-1]) and sum(sizes) == n
+    assert len(set(sizes)) > 1  # content-defined, not fixed
     assert pq.read_table(tmp_path / "0.parquet").equals(table)
+
+
+def _groups_of(path: Path) -> list[pa.Table]:
+    pf = pq.ParquetFile(path)
+    return [pf.read_row_group(i) for i in range(pf.num_row_groups)]
+
+
+@pytest.mark.parametrize("change", ["insert", "delete", "update", "append"])
+def test_a_change_leaves_the_other_row_groups_as_they_were(tmp_path: Path, change: str) -> None:
+    """The point of content-defined row groups: rows inserted or deleted in the middle must not
+    shift every later group (with fixed 1,000-row groups, all groups after the change differ;
+    an update must not move any boundary, since the boundaries follow the first column)."""
+    n = 60_000
+    ids = list(range(0, 2 * n, 2))
+
+    def table(keys: list[int], label: str = "v") -> pa.Table:
+        return pa.table({"id": pa.array(keys, pa.int64()), "s": [f"{label}{k}" for k in keys]})
+
+    base = table(ids)
+    if change == "insert":
+        changed = table(ids[: n // 2] + [ids[n // 2] - 1] * 300 + ids[n // 2 :])
+    elif change == "delete":
+        changed = table(ids[: n // 2] + ids[n // 2 + 300 :])
+    elif change == "append":
+        changed = table(ids + list(range(2 * n, 2 * n + 600, 2)))
+    else:
+        changed = pa.concat_tables(
+            [
+                table(ids[: n // 2]),
+                table(ids[n // 2 : n // 2 + 300], "new"),
+                table(ids[n // 2 + 300 :]),
+            ]
+        )
+
+    def batching(rows: int, step: int) -> list[int]:
+        return [step] * (rows // step) + ([rows % step] if rows % step else [])
+
+    write_parquet(_stream(base, batching(n, 4096)), tmp_path / "a.parquet", row_group_rows=1000)
+    write_parquet(_stream(changed, batching(changed.num_rows, 5000)), tmp_path / "b.parquet", 1000)
+    before, after = _groups_of(tmp_path / "a.parquet"), _groups_of(tmp_path / "b.parquet")
+    kept = sum(any(g.equals(h) for h in after) for g in before)
+    assert len(before) >= 30 and kept >= len(before) - 3, (kept, len(before))
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,7 +279,7 @@ def test_sqlite_types_metadata_and_listing(root: Path, sqlite_db: Path) -> None:
 
     doc = json.loads(info.meta_path.read_text())
     assert doc["format"] == META_FORMAT == "cas-snapshot-meta"
-    assert doc["version"] == META_VERSION == 1
+    assert doc["version"] == META_VERSION == 2
     assert doc["file"] == info.path.name
     assert doc["created_at"] == "2026-11-26T21:15:03.000000Z"
     assert doc["query"] == "SELECT * FROM users ORDER BY id"
@@ -247,7 +292,12 @@ def test_sqlite_types_metadata_and_listing(root: Path, sqlite_db: Path) -> None:
     assert doc["schema"][0] == {
         "name": "id", "type": "int64", "nullable": True, "source_type": "INTEGER"
     }  # fmt: skip
-    assert doc["parquet"]["row_group_rows"] == 131072
+    assert doc["parquet"]["row_group_rows"] == 8192
+    assert doc["parquet"]["row_groups"] == "content-defined"
+    assert (doc["parquet"]["row_group_min_rows"], doc["parquet"]["row_group_max_rows"]) == (
+        2048,
+        32768,
+    )
 
     [listed] = list_snapshots(root, "users")
     assert listed.content_hash == info.content_hash
@@ -499,7 +549,9 @@ def test_postgres_one_million_rows(root: Path, pg_server: PgServer) -> None:
     elapsed = time.monotonic() - started
     assert info.rows == 1_000_000
     meta = pq.read_metadata(info.path)
-    assert meta.num_rows == 1_000_000 and meta.num_row_groups == 8
+    assert meta.num_rows == 1_000_000
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert all(2048 <= r <= 32768 for r in sizes[:-1])
     table = pq.read_table(info.path, columns=["id"])
     assert table.column("id")[999_999].as_py() == 1_000_000
     assert elapsed < 60, f"1M rows took {elapsed:.1f} s"
@@ -551,7 +603,7 @@ def test_postgres_disk_full_while_writing_cancels_the_fetch(
     monkeypatch.setattr(pq.ParquetWriter, "write_table", failing_write)
     with pytest.raises(StorageError, match="the disk is full: free space"):
         write_snapshot("SELECT generate_series(1, 500000000) AS g", pg_server.url, "x", root=root)
-    assert calls == [131072, 131072]  # the 500M-row fetch stopped at the failure
+    assert len(calls) == 2 and max(calls) <= 32768  # the 500M-row fetch stopped at the failure
     assert not [t for t in threading.enumerate() if t.name == "cas-snapshot-fetch"]
     assert_nothing_left(root)
 
@@ -715,3 +767,41 @@ def test_two_snapshots_with_a_change_between(repo: Repo, pg_server: PgServer) ->
         second.content_hash,
     ]
     assert all(d["source"] == pg_server.url for d in json.loads(result.stdout))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([None if i % 7 == 0 else f"k{i % 13}" * (i % 5) for i in range(3000)]),
+        pa.array([i * 0.5 if i % 3 else None for i in range(3000)], pa.float64()),
+        pa.array([Decimal(i) / 100 for i in range(3000)], pa.decimal128(12, 2)),
+        pa.array([bytes([i % 256]) * (i % 17) for i in range(3000)], pa.large_binary()),
+        pa.array([i % 2 == 0 for i in range(3000)]),
+    ],
+)
+def test_boundary_hashes_depend_on_values_not_on_slicing(column: pa.Array) -> None:
+    """A value hashes the same wherever its batch starts: drivers slice as they please."""
+    from cas.rowgroups import row_hashes
+
+    batch = pa.RecordBatch.from_arrays([column], names=["k"])
+    whole = row_hashes(batch)
+    for start in (1, 7, 1000):
+        assert (row_hashes(batch.slice(start, 1500)) == whole[start : start + 1500]).all()
+    distinct = {v.as_py() for v in column}
+    assert len(set(whole.tolist())) == len(distinct)
+
+
+def test_a_version_1_sidecar_still_lists(root: Path, sqlite_db: Path) -> None:
+    info = write_snapshot(
+        "SELECT * FROM users ORDER BY id", f"sqlite:///{sqlite_db}", "u", root=root
+    )
+    doc = json.loads(info.meta_path.read_text())
+    doc["version"] = 1
+    info.meta_path.write_text(json.dumps(doc))
+    [listed] = list_snapshots(root, "u")
+    assert listed.has_metadata and listed.query == info.query
+    doc["version"] = 3
+    info.meta_path.write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="unreadable snapshot metadata"):
+        [listed] = list_snapshots(root, "u")
+    assert not listed.has_metadata  # a future version is not guessed at: the footer is used

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from cas.cli import core, corpus, gc, hooks, remote, snapshot, split
+from cas.cli import core, corpus, gc, hooks, imports, remote, snapshot, split
 from cas.cli.output import state
 from cas.errors import CasError
 
@@ -34,7 +34,7 @@ def main(
     state.quiet = quiet
 
 
-for module in (core, corpus, remote, snapshot, split, hooks, gc):
+for module in (core, corpus, remote, snapshot, split, hooks, gc, imports):
     module.register(app)
 
 

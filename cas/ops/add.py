@@ -82,11 +82,18 @@ def refuse_git_tracked(repo: Repo, target: Target) -> None:
 
 
 def add(
-    repo: Repo, target: Target, progress: Progress | None = None, cluster: Cluster | None = None
+    repo: Repo,
+    target: Target,
+    progress: Progress | None = None,
+    cluster: Cluster | None = None,
+    tracked_ok: bool = False,
 ) -> AddResult:
-    """``cluster``: hash on its workers instead of this process (:mod:`cas.ops.distribute`)."""
+    """``cluster``: hash on its workers instead of this process (:mod:`cas.ops.distribute`).
+    ``tracked_ok`` is for ``cas import lfs``, which drops the files from the Git index only once
+    their pointer is written (so a kill -9 never loses the record)."""
     progress = progress or Silent()
-    refuse_git_tracked(repo, target)
+    if not tracked_ok:
+        refuse_git_tracked(repo, target)
     kind, entries = working_entries(repo, target)
     snapshot = repo.stat_cache.load(target.path)
     if snapshot and not repo.objects.has_manifest(snapshot.manifest_id):
