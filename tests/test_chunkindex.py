@@ -305,11 +305,11 @@ from cas.objects import ObjectStore
 from cas.store.local import LocalStore
 store = ObjectStore(LocalStore(Path(sys.argv[1]), fsync=False))
 packs = sorted(store.pack_ids())
-merged, live = store._merge(None, [], packs[:-3])
+store._merge(None, [], packs)
 print("merging", flush=True)
 while True:  # the two kinds of merge, over and over, until killed
-    store._merge(None, [], packs)
-    merged, live = store._merge(merged, live, packs[-3:])
+    old, live = store._merge(None, [], packs[:-3])  # from index files alone
+    store._merge(old, live, packs[-3:])  # an old merged index plus new packs
 """
 
 
