@@ -10,7 +10,12 @@ for a crash:
   beside their target and renamed into place);
 * rerunning the same command completes and leaves exactly the new version (push: ``cas verify
   --remote --deep`` passes; gc: a dry run finds nothing left to collect, and the data checks
-  out from what gc kept).
+  out from what gc kept; fetch-repair: fsck is clean and the data checks out from the store).
+
+``gc`` starts from a store with packs to repack (the template checks it);
+``fetch-repair`` (``cas fetch --repair``) from a clone holding a damaged pack the remote does not
+hold under its id, so the repair fetches the damaged chunk, copies the sound ones into a new pack
+and deletes the damaged one: until its rerun, fsck may report that pack and nothing else.
 
 Temp files still there after the rerun are failures: the architecture says the next writer
 removes the temp files of dead processes. The ``tmp/`` folder of the ``file://`` remote is the
@@ -52,7 +57,9 @@ from typing import Any
 from cas.workspace import TEMP_MARK
 
 CAS = [sys.executable, "-m", "cas"]
-OP_NAMES = ("add", "checkout", "push", "pull", "gc", "snapshot-query")
+OP_NAMES = ("add", "checkout", "push", "pull", "gc", "snapshot-query", "fetch-repair")
+#: The command line of an op whose name is not its command.
+COMMANDS = {"fetch-repair": ["fetch", "--repair"]}
 
 # Enough work that the commands outlast their start-up by several tenths of a second on a
 # 2-core machine, small enough that a trial (copy, command, fsck, rerun, checks) takes ~2 s.
@@ -259,6 +266,9 @@ class Op:
     args: list[str]
     after_kill: Check
     after_rerun: Check
+    #: A pack the trial starts damaged (fetch --repair's): until the rerun, fsck may report it,
+    #: and nothing else.
+    damaged: str = ""
 
 
 @dataclass
@@ -300,6 +310,7 @@ class Harness:
         self.pointer_v1 = ""
         self.pointer_v2 = ""
         self.snapshot_old: dict[str, bytes] = {}
+        self.damaged_pack = ""
         self.snapshot_new = b""
 
     def ops(self) -> dict[str, Op]:
@@ -310,6 +321,14 @@ class Harness:
             "push": Op("push", "proj", ["push"], data_is_v2, self._push_done),
             "pull": Op("pull", "clone", ["pull"], self._data_moving, self._data_done),
             "gc": Op("gc", "proj", ["gc"], data_is_v2, self._gc_done),
+            "fetch-repair": Op(
+                "fetch-repair",
+                "clone",
+                COMMANDS["fetch-repair"],
+                data_is_v2,
+                self._repair_done,
+                self.damaged_pack,
+            ),
             "snapshot-query": Op(
                 "snapshot-query",
                 "snap",
@@ -360,6 +379,8 @@ class Harness:
             git(repo, "checkout", "-q", "main")
         self._save("checkout", "proj")
         self._save("pull", "clone", "remote")
+        if "fetch-repair" in wanted:
+            self._build_fetch_repair(self.trial / "clone")
         if "gc" in wanted:
             self._build_gc(proj)
         self._build_snapshot()
@@ -373,7 +394,51 @@ class Harness:
         git(proj, "reflog", "expire", "--expire=now", "--all")
         git(proj, "gc", "-q", "--prune=now")
         cas(proj, "checkout")
+        dry = json.loads(cas(proj, "gc", "--dry-run", "--json"))
+        if not dry["packs_repacked"]:  # the repack is what a kill must not break
+            raise SetupError(f"the gc template has nothing to repack: {dry}")
         self._save("gc", "proj")
+
+    def _build_fetch_repair(self, clone: Path) -> None:
+        """A clone (v2 pulled) whose largest pack was rewritten under a new id the remote does
+        not hold (as a range fetch or a repack makes) and then damaged in one chunk: fetch
+        --repair must fetch that chunk from the remote's pack, copy the sound ones into a new
+        pack and only then delete the damaged one (the harder of its two paths)."""
+        from cas.objects import index_key, pack_key
+        from cas.repo import Repo
+
+        cas(clone, "pull")  # v2's data, as the pull template's rerun leaves it
+        with Repo.discover(clone) as repo:
+            objects = repo.objects
+            biggest = max(objects.pack_ids(), key=lambda p: repo.local.size(pack_key(p)))
+            entries = objects.pack_entries(biggest)
+            with objects.writer(repack=True) as writer:
+                for cid, _off, _len in reversed(entries):  # new offsets: a new pack id
+                    writer.add(cid, objects.read_chunk(cid))
+            objects.close()
+            repo.local.delete(index_key(biggest))
+            repo.local.delete(pack_key(biggest))
+            self.damaged_pack = writer.sealed[0]
+            offset = objects.pack_entries(self.damaged_pack)[0][1]
+            path = repo.local.path(pack_key(self.damaged_pack))
+        os.chmod(path, 0o600)
+        with open(path, "r+b") as f:
+            byte = os.pread(f.fileno(), 1, offset)
+            os.pwrite(f.fileno(), bytes([byte[0] ^ 0xFF]), offset)
+        if run([*CAS, "fsck"], clone).returncode != 1:
+            raise SetupError("the damaged pack of the fetch-repair template is not detected")
+        self._save("fetch-repair", "clone", "remote")
+
+    def _repair_done(self, cwd: Path) -> list[str]:
+        """The rerun left a store fsck finds clean, from which the data checks out."""
+        fsck = run([*CAS, "fsck"], cwd)
+        if fsck.returncode:
+            return [f"cas fsck after fetch --repair -> {fsck.returncode}: {tail(fsck.stdout)}"]
+        shutil.rmtree(cwd / "data")
+        proc = run([*CAS, "checkout"], cwd)
+        if proc.returncode:
+            return [f"cas checkout after fetch --repair -> {proc.returncode}: {tail(proc.stderr)}"]
+        return exactly(cwd / "data", self.v2)
 
     def _build_snapshot(self) -> None:
         snap = self._new_repo("snap")
@@ -503,7 +568,9 @@ class Harness:
             trial.problems.append(stuck)
         trial.problems += [f"after the kill: {p}" for p in op.after_kill(cwd)]
         fsck = run([*CAS, "fsck", "--json"], cwd)
-        if fsck.returncode != 0 or not json.loads(fsck.stdout)["ok"]:
+        found = json.loads(fsck.stdout)["corrupt"] if fsck.stdout.startswith("{") else None
+        expected = op.damaged and found and all(op.damaged in p for p in found)
+        if fsck.returncode not in (0, 1) or found is None or (found and not expected):
             trial.problems.append(
                 f"cas fsck -> {fsck.returncode}: {tail(fsck.stdout + fsck.stderr)}"
             )
@@ -522,7 +589,7 @@ class Harness:
 
 def available(op: str) -> bool:
     """Whether this cas has the command (``gc`` arrived late; the loop is ready for it)."""
-    return run([*CAS, op, "--help"], Path.cwd()).returncode == 0
+    return run([*CAS, *COMMANDS.get(op, [op]), "--help"], Path.cwd()).returncode == 0
 
 
 def startup_seconds() -> float:

@@ -6,6 +6,11 @@ docs/reliability.md with what was tried and what held. Exits 1 if anything faile
 The pytest files are the ones of the reliability suite that exist; each file's test cases are
 counted from the JUnit XML, and the inputs Hypothesis generated from its statistics output
 (``--hypothesis-show-statistics``), since a property test is one test case but many inputs.
+
+``reliability/audit.tsv`` maps each case of the issue-14 audit to the pytest node ids that cover
+it (``file::test``, which covers every parametrisation, or ``file::test[param]``). Those outside
+the suite's files run too; the report lists every row, and fails when a row names no test, a node
+id that does not exist, or a test that did not pass.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,13 +41,67 @@ TEST_FILES = (
 # A fuzz loop inside a test reports its input count as a JUnit property of this prefix
 # (tests/test_hostile.py's ``fuzz``): Hypothesis prints no statistics for an inner function.
 FUZZ_PROPERTY = "fuzzed_inputs."
+AUDIT = ROOT / "reliability" / "audit.tsv"
 _TEST_HEADER = re.compile(r"^(\S+\.py)::\S+:$")
 _EXAMPLES = re.compile(r"- (\d+) passing\D+(\d+) failing")
 
 
-def run_tests(files: list[str], work: Path) -> dict[str, Any]:
-    """pytest on ``files``: per file, test cases, outcomes and Hypothesis examples; per fuzz
-    target, the inputs it ran."""
+def read_audit(path: Path = AUDIT) -> list[dict[str, Any]]:
+    """The rows of audit.tsv (``id``, ``case``, ``tests``); ``#`` lines are comments."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        ident, case, *rest = [*line.split("\t"), ""]
+        rows.append({"id": ident, "case": case, "tests": " ".join(rest).split()})
+    return rows
+
+
+def audit_nodes(rows: list[dict[str, Any]], files: list[str]) -> list[str]:
+    """The node ids of the audit to run besides ``files`` (those inside them run anyway)."""
+    listed = dict.fromkeys(node for row in rows for node in row["tests"])
+    return [node for node in listed if node.split("::", 1)[0] not in files]
+
+
+def existing(nodes: list[str]) -> list[str]:
+    """The node ids pytest can collect: one that does not exist would stop the whole run."""
+    if not nodes:
+        return []
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--collect-only",
+         *sorted({n.split("::", 1)[0] for n in nodes if (ROOT / n.split("::", 1)[0]).is_file()})],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    collected = [line for line in proc.stdout.splitlines() if "::" in line]
+    return [n for n in nodes if any(covers(n, c) for c in collected)]
+
+
+def covers(node: str, case: str) -> bool:
+    """Whether a listed node id names this collected test case (all its parameters, unless
+    the node id gives one)."""
+    return case == node or case.startswith(node + "[")
+
+
+def audit_results(rows: list[dict[str, Any]], outcomes: dict[str, str]) -> list[dict[str, Any]]:
+    """Each row with, per listed node id, ``passed``, ``failed`` or ``not found``; ``ok`` when
+    the row names tests and every one passed."""
+    out = []
+    for row in rows:
+        results = {}
+        for node in row["tests"]:
+            seen = [o for case, o in outcomes.items() if covers(node, case)]
+            if not seen:
+                results[node] = "not found"
+            else:
+                results[node] = "passed" if all(o == "passed" for o in seen) else "failed"
+        ok = bool(results) and all(r == "passed" for r in results.values())
+        out.append({**row, "results": results, "ok": ok})
+    return out
+
+
+def run_tests(files: list[str], work: Path, nodes: Sequence[str] = ()) -> dict[str, Any]:
+    """pytest on ``files`` and the node ids ``nodes``: per file, test cases, outcomes and
+    Hypothesis examples; per fuzz target, the inputs it ran; per test case, its outcome."""
     xml = work / "junit.xml"
     proc = subprocess.run(
         [
@@ -54,15 +114,18 @@ def run_tests(files: list[str], work: Path) -> dict[str, Any]:
             "--hypothesis-show-statistics",
             f"--junitxml={xml}",
             *files,
+            *nodes,
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     print(proc.stdout + proc.stderr)
-    per_file: dict[str, Counter[str]] = {name: Counter() for name in files}
+    every = [*files, *dict.fromkeys(n.split("::", 1)[0] for n in nodes)]
+    per_file: dict[str, Counter[str]] = {name: Counter() for name in every}
     fuzzed: Counter[str] = Counter()
-    modules = {name.removesuffix(".py").replace("/", "."): name for name in files}
+    outcomes: dict[str, str] = {}
+    modules = {name.removesuffix(".py").replace("/", "."): name for name in every}
     if xml.exists():
         suite = ET.parse(xml).getroot()
         for prop in suite.iter("property"):
@@ -78,6 +141,9 @@ def run_tests(files: list[str], work: Path) -> dict[str, Any]:
                 (c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed"
             )
             counts[outcome] += 1
+            inner = classname[len(module) + 1 :].replace(".", "::")
+            node = "::".join(p for p in (modules[module], inner, case.get("name", "")) if p)
+            outcomes[node] = outcome
     current = None
     for line in proc.stdout.splitlines():
         header = _TEST_HEADER.match(line)
@@ -94,6 +160,7 @@ def run_tests(files: list[str], work: Path) -> dict[str, Any]:
         "files": {name: dict(counts) for name, counts in per_file.items()},
         "fuzzed": dict(fuzzed),
         "failed": failed,
+        "outcomes": outcomes,
         "ok": proc.returncode == 0,
     }
 
@@ -140,6 +207,7 @@ def render(
     missing: list[str],
     kill: dict[str, Any],
     load: dict[str, Any],
+    audit: Sequence[dict[str, Any]] = (),
 ) -> str:
     lines = [
         "# Reliability",
@@ -200,12 +268,39 @@ def render(
         )
     if missing:
         lines += ["", "Not run (the file does not exist yet): " + ", ".join(missing) + "."]
-    lines += kill_section(kill) + load_section(load)
+    if audit:
+        bad = sum(not row["ok"] for row in audit)
+        lines.append(f"| audit cases (issue 14) | {len(audit)} | {held(not bad, bad)} |")
+    lines += audit_section(audit) + kill_section(kill) + load_section(load)
     problems = tests["failed"] + [kill.get("crashed", ""), load.get("crashed", "")]
     problems = [p for p in problems if p]
     if problems:
         lines += ["", "## Failures", "", *(f"- {p}" for p in problems)]
     return "\n".join(lines) + "\n"
+
+
+def audit_section(audit: Sequence[dict[str, Any]]) -> list[str]:
+    """Every case of reliability/audit.tsv with the tests that cover it and how they did."""
+    if not audit:
+        return []
+    lines = [
+        "",
+        "## Audit cases (issue 14)",
+        "",
+        "Each case of the hostile-input audit and the tests that cover it",
+        "(`reliability/audit.tsv`); a case holds when it names tests and every one passed in",
+        "this run.",
+        "",
+        "| case | what must hold | tests | held |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in audit:
+        tests = "<br>".join(
+            f"`{node}`" + ("" if r == "passed" else f" ({r})") for node, r in row["results"].items()
+        )
+        verdict = "yes" if row["ok"] else ("**no test**" if not row["results"] else "**no**")
+        lines.append(f"| {row['id']} | {row['case']} | {tests} | {verdict} |")
+    return lines
 
 
 def kill_section(kill: dict[str, Any]) -> list[str]:
@@ -289,16 +384,18 @@ def main() -> int:
     command = shlex.join(["python", "reliability/report.py", *sys.argv[1:]])
     files = [name for name in TEST_FILES if (ROOT / name).exists()]
     missing = [name for name in TEST_FILES if name not in files]
+    rows = read_audit()
     with tempfile.TemporaryDirectory(prefix="cas-reliability-") as tmp:
         work = Path(tmp)
-        tests = run_tests(files, work)
+        tests = run_tests(files, work, existing(audit_nodes(rows, files)))
         seed = ["--seed", str(args.seed)]
         kill = run_json(
             "kill.py", ["--trials", str(args.trials), "--jobs", str(args.jobs), *seed], work
         )
         load = run_json("load.py", ["--files", str(args.files), *seed], work)
-    args.out.write_text(render(command, tests, missing, kill, load))
-    ok = tests["ok"] and kill["ok"] and load["ok"]
+    audit = audit_results(rows, tests["outcomes"])
+    args.out.write_text(render(command, tests, missing, kill, load, audit))
+    ok = tests["ok"] and kill["ok"] and load["ok"] and all(row["ok"] for row in audit)
     print(f"wrote {args.out}: " + ("everything held" if ok else "FAILURES (see the file)"))
     return 0 if ok else 1
 

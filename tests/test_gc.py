@@ -84,16 +84,20 @@ def test_gc_after_a_branch_deletion_keeps_what_tags_reach(repo: Path) -> None:
     dry = gc_json(repo, "--dry-run")
     assert dry["dry_run"] and dry["manifests"] == 0 and dry["packs_deleted"] == 0
     git(repo, "branch", "-q", "-D", "feature")
-    dry = gc_json(repo, "--dry-run")
+    # the feature commits are still in the reflog and no remote holds their data: kept
+    kept = gc_json(repo)
+    assert kept["manifests"] == 0 and kept["packs_deleted"] == 0 and kept["kept_unpushed"] > 0
+    assert chunk_ids(repo) == before
+    dry = gc_json(repo, "--dry-run", "--delete-unpushed")
     assert dry["manifests"] == 1 and dry["bytes_freed"] > 0
     assert chunk_ids(repo) == before  # a dry run deletes nothing
 
-    done = gc_json(repo)
+    done = gc_json(repo, "--delete-unpushed")
     assert done["manifests"] == 1 and done["bytes_freed"] == dry["bytes_freed"]
     assert before - chunk_ids(repo) == feature_chunks
     restores(repo, "v1", v1)
     restores(repo, "main", v2)
-    again = gc_json(repo)
+    again = gc_json(repo, "--delete-unpushed")
     assert again["manifests"] == 0 and again["packs_deleted"] == 0 and again["bytes_freed"] == 0
 
 
@@ -104,14 +108,17 @@ def test_scope_flags_narrow_the_roots(repo: Path) -> None:
     commit_data(repo, {"a.txt": "side branch"}, "side")
     git(repo, "checkout", "-q", "main")
     commit_data(repo, {"a.txt": "main"}, "main")
-    assert gc_json(repo, "--dry-run")["manifests"] == 0
-    assert gc_json(repo, "--dry-run", "--all-tags")["manifests"] == 1  # side's data
-    assert gc_json(repo, "--dry-run", "--all-branches")["manifests"] == 1  # v1's data
+    drop = ("--dry-run", "--delete-unpushed")
+    assert gc_json(repo, *drop)["manifests"] == 0
+    assert gc_json(repo, *drop, "--all-tags")["manifests"] == 1  # side's data
+    assert gc_json(repo, *drop, "--all-branches")["manifests"] == 1  # v1's data
+    assert gc_json(repo, "--dry-run", "--all-tags")["manifests"] == 0  # no remote holds it
     git(repo, "branch", "-q", "-D", "side")
     git(repo, "tag", "-d", "v1")
     # --all-commits keeps every commit still in history or a reflog
-    assert gc_json(repo, "--dry-run", "--all-commits")["manifests"] == 0
-    assert gc_json(repo, "--dry-run")["manifests"] == 2
+    assert gc_json(repo, *drop, "--all-commits")["manifests"] == 0
+    assert gc_json(repo, *drop)["manifests"] == 2
+    assert gc_json(repo, "--dry-run")["manifests"] == 0
 
 
 def test_stash_index_and_linked_worktree_are_roots(repo: Path, tmp_path: Path) -> None:
@@ -157,7 +164,7 @@ def test_partly_used_packs_are_repacked(repo: Path) -> None:
     kept = commit_data(repo, {}, "drop half")  # the first commit is history, not a tip
     before = pack_ids(repo)
     assert len(before) == 1
-    done = gc_json(repo)
+    done = gc_json(repo, "--delete-unpushed")
     assert done["packs_repacked"] == 1 and done["chunks_deleted"] == 5
     after = pack_ids(repo)
     assert len(after) == 1 and after != before

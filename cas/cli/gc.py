@@ -36,20 +36,28 @@ def gc(
     remote: str = typer.Option(None, "--remote", "-r", help="Collect a remote instead."),
     older_than: str = typer.Option("7d", "--older-than", help="Remote gc: grace (7d, 12h, 0s)."),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    delete_unpushed: bool = typer.Option(
+        False,
+        "--delete-unpushed",
+        help="Also delete what only older commits reach when no remote holds it (unrecoverable).",
+    ),
 ) -> None:
     """Delete objects no root reaches. Roots: HEAD, the index, the working tree, stash entries,
-    linked worktrees, plus (default: branches and tags) the scope flags' commits."""
+    linked worktrees, plus (default: branches and tags) the scope flags' commits. What other
+    commits (any ref, reflog) reach is deleted locally only when a remote holds it."""
     if all_branches or all_tags or all_commits:
         scope = Scope(all_branches, all_tags, all_commits)
     else:
         scope = Scope()
+    if remote and delete_unpushed:
+        raise UsageError("--delete-unpushed is for the local store; drop it or --remote")
     repo = Repo.discover()
     if remote:
         result: gc_op.GcResult = gc_op.gc_remote(
             repo, scope, remote, parse_duration(older_than), dry_run
         )
     else:
-        result = gc_op.gc(repo, scope, dry_run)
+        result = gc_op.gc(repo, scope, dry_run, delete_unpushed)
     if json_out:
         emit_json(asdict(result))
         return
@@ -68,6 +76,13 @@ def gc(
             f"  {result.marked} unused objects marked: a gc after {older_than} deletes them if "
             f"still unused; {result.young} younger than {older_than} kept"
         )
+    if result.kept_unpushed:
+        say(
+            f"  kept {result.kept_unpushed} objects older commits need that no remote holds "
+            "('cas push --all-commits' uploads them; --delete-unpushed deletes them)"
+        )
+    for line in result.remote_errors:
+        say(f"  warning: could not list {line}; kept what it might hold")
     for line in result.unresolved:
         say(f"  warning: kept what could be read of {line}")
     if result.skipped:

@@ -114,14 +114,20 @@ def push(
     all_commits: bool = typer.Option(False, "--all-commits", help="Every commit's pointers."),
     jobs: int = JOBS,
     json_out: bool = JSON,
+    repair: bool = typer.Option(
+        False, "--repair", help="First replace what the remote serves damaged (verify --deep)."
+    ),
 ) -> None:
     """Send what the pointers need and the remote lacks (packs, then manifests and versions)."""
     result = transfer.push(
-        Repo.discover(), targets or [], rev or [], all_commits, remote, jobs, RichProgress()
-    )
+        Repo.discover(), targets or [], rev or [], all_commits, remote, jobs, RichProgress(),
+        repair=repair,
+    )  # fmt: skip
     if json_out:
         emit_json(asdict(result))
         return
+    if result.replaced:
+        say(f"replaced {result.replaced} damaged objects on remote '{result.remote}'")
     if not (result.manifests or result.versions or result.segments):
         say(f"everything is on remote '{result.remote}' already")
         return
@@ -148,10 +154,13 @@ def fetch(
     path: str = typer.Option(None, "--path", help="Only this subtree of each target."),
     jobs: int = JOBS,
     json_out: bool = JSON,
+    repair: bool = typer.Option(
+        False, "--repair", help="Check the local copies too; replace damaged ones."
+    ),
 ) -> None:
     """Bring the manifests and chunks the pointers need into the local store."""
     result = transfer.fetch(
-        Repo.discover(), targets or [], [rev], path, remote, jobs, RichProgress()
+        Repo.discover(), targets or [], [rev], path, remote, jobs, RichProgress(), repair
     )
     if json_out:
         emit_json(asdict(result))
@@ -204,6 +213,10 @@ def verify(
             + (f", {result.packs_checked} packs re-hashed" if deep else "")
             + (": ok" if result.ok else f": {len(result.problems)} problems")
         )
+        if any(p.problem.startswith("corrupt") for p in result.problems):
+            say(f"damaged objects: {transfer.REMOTE_REPAIR}")
+        if any(p.problem.startswith("missing") for p in result.problems):
+            say("missing objects: run 'cas push' from a clone that holds them")
     if not result.ok:
         raise typer.Exit(1)
 

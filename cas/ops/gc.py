@@ -2,7 +2,13 @@
 
 Live is what the pointers of :mod:`cas.ops.roots` need, walked by :mod:`cas.ops.needs` (the walk
 push and verify use). A root whose objects are missing keeps what of it could be read and is
-reported (``unresolved``); gc never guesses.
+reported (``unresolved``); gc never guesses. What some commit reaches (any ref or reflog) beyond
+the scope stays live unless a configured remote's listing shows it there (``delete_unpushed``
+overrides): the scope chooses what may be dropped locally, never what may be lost.
+
+What a pack holds comes from :meth:`ObjectStore.pack_entries` (index file or trailer, verified
+against the pack id), never from an index file alone: a corrupt index file must not make live
+chunks look absent. A live chunk in no local pack and on no remote stops gc before it deletes.
 
 Local gc holds the store lock exclusively, so no add, checkout or fetch runs meanwhile. It deletes
 dead metadata objects first (a stat cache trusting a manifest checks that it still exists), then
@@ -27,14 +33,13 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cas import remote as remote_config
-from cas.errors import CorruptObjectError, ObjectMissingError
-from cas.objects import INDEX_MAGIC, decode_entries, index_key, pack_key
+from cas.errors import CasError, ObjectMissingError
+from cas.objects import index_key, manifest_key, pack_key, segment_key, version_key
 from cas.ops import roots as roots_op
 from cas.ops.needs import PREFIXES, MetaObject, Need, chunks_of, objects_of, root_of
 from cas.ops.roots import Scope
@@ -68,6 +73,8 @@ class GcResult:
     bytes_left: int = 0
     unresolved: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    kept_unpushed: int = 0
+    remote_errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -130,14 +137,42 @@ def _count(result: GcResult, key: str) -> None:
 
 
 # -- local -----------------------------------------------------------------------------------------
-def gc(repo: Repo, scope: Scope = Scope(), dry_run: bool = False) -> GcResult:
+def gc(
+    repo: Repo, scope: Scope = Scope(), dry_run: bool = False, delete_unpushed: bool = False
+) -> GcResult:
+    """Delete what no root of ``scope`` reaches. What some commit reaches (any ref or reflog)
+    but the scope does not is deleted only when a configured remote holds it (its listing says
+    so), unless ``delete_unpushed``: history stays recoverable, as with git-lfs's prune."""
     result = GcResult(dry_run)
     local = repo.local
     with local.exclusive():
         found = roots_op.collect(repo, scope)
         result.skipped = found.skipped
         live = _live(repo, found.needs, None, result)
-        index = repo.objects.index  # also re-indexes a pack killed before its index was written
+        # What each pack holds, from verified index files or trailers, never from an index file
+        # alone: a corrupt one must not make live chunks look absent (and their pack dead).
+        held = {pack_id: repo.objects.pack_entries(pack_id) for pack_id in repo.objects.pack_ids()}
+        owner = {cid: pack_id for pack_id, entries in held.items() for cid, _o, _n in entries}
+        missing = live.chunks - owner.keys()
+        history = _Live()
+        if not scope.all_commits and not delete_unpushed:
+            # every commit's pointers; what of them is not local is not at stake
+            every = roots_op.collect(repo, Scope(all_commits=True)).needs
+            history = _live(repo, every, None, GcResult(dry_run))
+            history.keys = {k for k in history.keys - live.keys if local.exists(k)}
+            history.chunks = (history.chunks - live.chunks) & owner.keys()
+        if missing or history.keys or history.chunks:
+            pushed = _remote_holdings(repo, result)
+            unpushed = _Live(history.keys - pushed.keys, history.chunks - pushed.chunks)
+            result.kept_unpushed = len(unpushed.keys) + len(unpushed.chunks)
+            live.keys |= unpushed.keys
+            live.chunks |= unpushed.chunks
+            lost = missing - pushed.chunks
+            if lost:
+                raise ObjectMissingError(
+                    f"{len(lost)} chunks the roots need (e.g. {next(iter(lost)).hex()}) are in "
+                    "no local pack and on no remote; gc deleted nothing: run 'cas fsck'"
+                )
         for prefix in PREFIXES:
             for key in list(local.list(prefix + "/")):
                 if key not in live.keys:
@@ -145,58 +180,63 @@ def gc(repo: Repo, scope: Scope = Scope(), dry_run: bool = False) -> GcResult:
                     result.bytes_freed += local.size(key)
                     if not dry_run:
                         local.delete(key)
-        entries: dict[str, list[tuple[bytes, int, int]]] = defaultdict(list)
-        for cid, loc in index.items():
-            entries[loc.pack].append((cid, loc.offset, loc.length))
-        repack: list[str] = []
-        for pack_id in repo.objects.pack_ids():
-            held = _pack_entries(repo, pack_id)
-            alive = [e for e in entries[pack_id] if e[0] in live.chunks]
-            dead_bytes = sum(e[2] for e in held) - sum(e[2] for e in alive)
+        repack: dict[str, list[tuple[bytes, int, int]]] = {}
+        for pack_id, entries in held.items():
+            # a chunk held twice is live in one pack (the owner) and dead in the others
+            alive = [e for e in entries if e[0] in live.chunks and owner[e[0]] == pack_id]
+            dead_bytes = sum(e[2] for e in entries) - sum(e[2] for e in alive)
             size = local.size(pack_key(pack_id))
             if not alive:
                 result.packs_deleted += 1
-                result.chunks_deleted += len(held)
+                result.chunks_deleted += len(entries)
                 result.bytes_freed += size
                 if not dry_run:
                     local.delete(index_key(pack_id))
                     local.delete(pack_key(pack_id))
-            elif dead_bytes >= REPACK_DEAD_SHARE * max(1, sum(e[2] for e in held)):
-                repack.append(pack_id)
+            elif dead_bytes >= REPACK_DEAD_SHARE * max(1, sum(e[2] for e in entries)):
+                repack[pack_id] = sorted(alive, key=lambda e: e[1])
                 result.packs_repacked += 1
-                result.chunks_deleted += len(held) - len(alive)
+                result.chunks_deleted += len(entries) - len(alive)
                 result.bytes_freed += dead_bytes
             else:
                 result.bytes_left += dead_bytes
+        for key in list(local.list("index/")):  # index files of packs that are gone name nothing
+            if key.rsplit("/", 1)[1] not in held:
+                result.bytes_freed += local.size(key)
+                if not dry_run:
+                    local.delete(key)
         if repack and not dry_run:
-            _repack(repo, repack, {p: sorted(entries[p], key=lambda e: e[1]) for p in repack},
-                    live.chunks)  # fmt: skip
+            _repack(repo, repack)
         if not dry_run:
             local.clean_tmp()
     return result
 
 
-def _pack_entries(repo: Repo, pack_id: str) -> list[tuple[bytes, int, int]]:
-    """Every chunk a pack holds, duplicates of chunks held elsewhere included (those are dead
-    here: the index names one copy)."""
-    key = index_key(pack_id)
-    data = repo.local.get(key)
-    if not data.startswith(INDEX_MAGIC):
-        raise CorruptObjectError(f"index {key} is damaged; delete it and rerun")
-    return decode_entries(data[len(INDEX_MAGIC) :], key)
+def _remote_holdings(repo: Repo, result: GcResult) -> _Live:
+    """Every metadata key and chunk that some configured remote holds, from one listing per
+    prefix (and its index files, verified). A remote that cannot be read holds nothing here,
+    so gc keeps more; it is named in ``result.remote_errors``."""
+    held = _Live()
+    for name, spec in remote_config.remotes(repo).items():
+        try:
+            view = RemoteView(repo, spec.open(), Traffic(), (*PREFIXES, "packs", "index"))
+            chunks = view.chunks(DEFAULT_JOBS)
+        except CasError as err:
+            result.remote_errors.append(f"remote '{name}': {err}")
+            continue
+        held.keys.update(manifest_key(i) for i in view.manifests)
+        held.keys.update(version_key(i) for i in view.versions)
+        held.keys.update(segment_key(i) for i in view.segments)
+        held.chunks.update(c for c, loc in chunks.items() if loc.pack in view.packs)
+    return held
 
 
-def _repack(
-    repo: Repo,
-    packs: list[str],
-    entries: dict[str, list[tuple[bytes, int, int]]],
-    live: set[bytes],
-) -> None:
-    """Copy the live chunks of ``packs`` into new packs (every chunk verified as it is read),
-    seal them, and only then delete the old ones."""
+def _repack(repo: Repo, packs: dict[str, list[tuple[bytes, int, int]]]) -> None:
+    """Copy the live chunks of each pack (``packs``: pack -> its live entries) into new packs,
+    every chunk verified as it is read, seal them, and only then delete the old ones."""
     with repo.objects.writer(repack=True) as writer:
-        for pack_id in packs:
-            wanted = [cid for cid, _off, _len in entries[pack_id] if cid in live]
+        for alive in packs.values():
+            wanted = [cid for cid, _off, _len in alive]
             for start in range(0, len(wanted), _BATCH):
                 batch = wanted[start : start + _BATCH]
                 for cid, data in zip(batch, repo.objects.read_chunks(batch)):

@@ -9,8 +9,9 @@ pointers, every stash entry (its worktree, index and untracked commits) and ever
 - ``tags``: every tag;
 - ``all_commits``: every commit reachable from any ref or reflog.
 
-``cas gc`` with no scope flag uses branches and tags. Pointer blobs are listed by Git in one
-``rev-list --objects`` per set of commits, never a tree walk per commit.
+``cas gc`` with no scope flag uses branches and tags; what ``all_commits`` adds beyond the
+scope is kept too unless a remote holds it (:func:`cas.ops.gc.gc`). Pointer blobs are listed by
+Git in one ``rev-list --objects`` per set of commits, never a tree walk per commit.
 """
 
 from __future__ import annotations

@@ -45,11 +45,9 @@ from cas.errors import (
     StorageError,
 )
 from cas.objects import (
-    _TAIL,
     INDEX_MAGIC,
-    PACK_MAGIC,
     Location,
-    decode_entries,
+    checked_index,
     encode_entries,
     index_key,
     pack_key,
@@ -90,6 +88,8 @@ MAX_RANGE = 8 * 1024 * 1024
 #: Remote index files are immutable (named by their pack id), so they are cached in the local
 #: store under this prefix and verified against the pack id once, when downloaded.
 REMOTE_INDEX_CACHE = "remote-index"
+#: What a message about a damaged remote object tells the user to run (see repair_remote).
+REMOTE_REPAIR = "run 'cas push --repair' from a clone that holds it"
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -125,6 +125,7 @@ class TransferResult:
 class PushResult(TransferResult):
     indexes: int = 0
     packs_present: int = 0
+    replaced: int = 0
 
 
 @dataclass
@@ -277,30 +278,22 @@ class RemoteView:
         return self._chunks
 
     def index_of(self, pack_id: str) -> list[tuple[bytes, int, int]]:
+        """A remote pack's entries: from a local index file of the same pack id or the cache
+        of remote index files when one passes the check, else downloaded, checked and cached."""
         local = self.repo.local
         for key in (index_key(pack_id), f"{REMOTE_INDEX_CACHE}/{pack_id}"):
             try:
-                return decode_entries(local.get(key)[len(INDEX_MAGIC) :], key)
-            except KeyError:
-                continue
+                return checked_index(local.get(key), pack_id, key, "")
+            except (KeyError, CorruptObjectError):
+                continue  # a damaged local copy: the remote's file decides
         data = self.store.get(index_key(pack_id))
         self.traffic.count(len(data))
-        entries = _checked_index(data, pack_id, self.store.label)
-        local.put_bytes(f"{REMOTE_INDEX_CACHE}/{pack_id}", data)
+        entries = checked_index(data, pack_id, f"{index_key(pack_id)} on {self.store.label}",
+                                REMOTE_REPAIR)  # fmt: skip
+        cached = f"{REMOTE_INDEX_CACHE}/{pack_id}"
+        local.delete(cached)  # a damaged cached copy is replaced
+        local.put_bytes(cached, data)
         return entries
-
-
-def _checked_index(data: bytes, pack_id: str, where: str) -> list[tuple[bytes, int, int]]:
-    """An index file is the pack's trailer entries: hashing them with the tail must give the
-    pack id, so a wrong index file cannot send a fetch to wrong ranges."""
-    key = index_key(pack_id)
-    body = data[len(INDEX_MAGIC) :]
-    if not data.startswith(INDEX_MAGIC):
-        raise CorruptObjectError(f"{key} on {where} is not an index file; re-push it")
-    entries = decode_entries(body, f"{key} on {where}")
-    if hashing.digest(body + _TAIL.pack(len(entries), PACK_MAGIC)).hex() != pack_id:
-        raise CorruptObjectError(f"{key} on {where} does not match its pack id; re-push it")
-    return entries
 
 
 def map_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> list[R]:
@@ -327,10 +320,12 @@ def push(
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
     needs: list[Need] | None = None,
+    repair: bool = False,
 ) -> PushResult:
     """Send what the pointers need and the remote lacks: packs + index files, then manifests
     and segments, then versions (parents first). ``needs`` (the pre-push hook's pointer blobs)
-    replaces ``targets``, ``revs`` and ``all_commits``."""
+    replaces ``targets``, ``revs`` and ``all_commits``. ``repair`` first replaces what the
+    pointers need that the remote serves damaged (:func:`_repair_remote`)."""
     progress = progress or Silent()
     spec = remote_config.resolve(repo, remote)
     store = spec.open()
@@ -339,6 +334,8 @@ def push(
     store.clean_tmp()  # a file:// remote: what a killed push left in tmp/
     if needs is None:
         needs = pointer_needs(repo, targets, revs, all_commits)
+    if repair:
+        result.replaced = _repair_remote(repo, spec, store, needs, jobs, traffic)
     view = RemoteView(repo, store, traffic, prefixes(needs))
     where: dict[MetaObject, str] = {}  # object the remote lacks -> first pointer needing it
     walked: set[MetaObject] = set()  # --all-commits: most commits repeat the same pointers
@@ -393,7 +390,9 @@ def push(
                     result.packs += 1
                 progress.advance(size)
             if pack_id not in view.indexes:  # only after its pack: an index never names a
-                data = repo.local.get(index_key(pack_id))  # pack that is not there
+                # pack that is not there; its bytes come from the verified entries, never
+                # from a local index file unchecked
+                data = INDEX_MAGIC + encode_entries(repo.objects.pack_entries(pack_id))
                 store.put_bytes(index_key(pack_id), data)
                 traffic.count(len(data))
                 with lock:
@@ -419,6 +418,62 @@ def push(
     return result
 
 
+def _repair_remote(
+    repo: Repo,
+    spec: remote_config.Remote,
+    store: FsspecStore,
+    needs: list[Need],
+    jobs: int,
+    traffic: Traffic,
+) -> int:
+    """Overwrite each remote object the pointers need that fails its check (what ``cas verify
+    --deep`` reports corrupt) with the local copy of the same id, itself verified first; how
+    many were replaced. Index files come first: a wrong one would stop the deep check. Objects
+    the remote lacks are left to the push that follows. A PUT replaces an object whole, so a
+    kill -9 leaves the damaged copy or the sound one, and the rerun completes."""
+    view = RemoteView(repo, store, traffic, ("index",))
+    replaced = 0
+    for pack_id in sorted(view.indexes & set(repo.objects.pack_ids())):
+        key = index_key(pack_id)
+        data = store.get(key)
+        traffic.count(len(data))
+        try:
+            checked_index(data, pack_id, key, "")
+        except CorruptObjectError:
+            entries = repo.objects.pack_entries(pack_id)
+            store.put_bytes(key, INDEX_MAGIC + encode_entries(entries))
+            repo.local.delete(f"{REMOTE_INDEX_CACHE}/{pack_id}")
+            replaced += 1
+    found = verify(repo, remote=spec.name, deep=True, jobs=jobs, needs=needs)
+    for problem in found.problems:
+        if not problem.problem.startswith("corrupt"):
+            continue  # missing: the push sends it
+        prefix, _, rest = problem.object.partition("/")
+        object_id = rest.rsplit("/", 1)[-1]
+        path = repo.local.path(problem.object)
+        if prefix == "packs":
+            sound = path.exists() and _sound_pack(path, object_id)
+        else:
+            sound = path.exists() and _local_meta_ok(repo, MetaObject(prefix, object_id))
+        if not sound:
+            raise CorruptObjectError(
+                f"{problem.object} on remote '{spec.name}' is damaged and this clone holds no "
+                f"sound copy; {REMOTE_REPAIR}"
+            )
+        store.put_file(problem.object, path)
+        traffic.count(path.stat().st_size)
+        replaced += 1
+    return replaced
+
+
+def _sound_pack(path: Path, pack_id: str) -> bool:
+    try:
+        _verify_pack_file(path, pack_id, "the local store")
+    except CorruptObjectError:
+        return False
+    return True
+
+
 # -- fetch ---------------------------------------------------------------------------------------
 def fetch(
     repo: Repo,
@@ -428,10 +483,12 @@ def fetch(
     remote: str | None = None,
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
+    repair: bool = False,
 ) -> FetchResult:
     """Bring the metadata objects of the pointers (manifests; versions with their chains and
     segments) and the chunks they need (only those under ``subpath`` of each target when given)
-    into the local store."""
+    into the local store. ``repair`` also checks the local copies of what the pointers need and
+    replaces each one that fails its check from the remote (:func:`_repair_packs`)."""
     spec = remote_config.resolve(repo, remote)
     store = spec.open()
     traffic = Traffic()
@@ -441,7 +498,11 @@ def fetch(
 
     def bring(objects: Sequence[tuple[MetaObject, str]]) -> None:
         """Download (verified) the objects the local store lacks, each with its pointer."""
-        missing = {o: w for o, w in objects if not repo.local.exists(o.key)}
+        missing = {
+            o: w
+            for o, w in objects
+            if not repo.local.exists(o.key) or (repair and not _local_meta_ok(repo, o))
+        }
 
         def get(obj: MetaObject) -> None:
             try:
@@ -462,6 +523,8 @@ def fetch(
         for cid in chunks_of(repo, objects, subpath):
             needed.setdefault(cid, need.where)
     result.manifests, result.versions, result.segments = counts(fetched)
+    if repair:
+        _repair_packs(repo, spec, store, needed, jobs, traffic, result)
     missing = repo.objects.missing_chunks(needed)
     if missing:
         _fetch_chunks(repo, spec, store, missing, jobs, progress or Silent(), traffic, result,
@@ -510,7 +573,10 @@ def _fetch_chunks(
     traffic: Traffic,
     result: FetchResult,
     needed_by: Callable[[bytes], str],
+    replace: bool = False,
 ) -> None:
+    """``replace``: the chunks are in the local index but in a damaged pack, so new copies are
+    stored although the index knows them."""
     view = RemoteView(repo, store, traffic, ("packs", "index"))
     remote_chunks = view.chunks(jobs)
     unknown = [
@@ -555,13 +621,13 @@ def _fetch_chunks(
             if hashing.digest(piece) != cid:
                 raise CorruptObjectError(
                     f"chunk {cid.hex()} in pack {pack_id} on {store.label} has wrong bytes; "
-                    "nothing was stored: re-push the pack from a clone that holds it"
+                    f"nothing was stored; {REMOTE_REPAIR}"
                 )
             out.append((cid, piece))
         return out
 
     if ranges:
-        with repo.objects.writer() as writer:  # one new local pack, filled on this thread
+        with repo.objects.writer(repack=replace) as writer:  # one new pack, on this thread
             for chunk_list in bounded_map(get_range, ranges, workers=jobs, window=2 * jobs):
                 for cid, piece in chunk_list:
                     writer.add(cid, piece)
@@ -600,13 +666,13 @@ def _verify_pack_file(path: Path, pack_id: str, where: str) -> list[tuple[bytes,
         if hashing.digest(trailer_bytes(data, len(entries))).hex() != pack_id:  # type: ignore[arg-type]
             raise CorruptObjectError(
                 f"pack {pack_id} on {where} is corrupt: its trailer does not hash to its name; "
-                "nothing was stored: re-push it from a clone that holds it"
+                f"nothing was stored; {REMOTE_REPAIR}"
             )
         for cid, off, length in entries:
             if hashing.digest(data[off : off + length]) != cid:
                 raise CorruptObjectError(
                     f"pack {pack_id} on {where} is corrupt: chunk {cid.hex()} has wrong bytes; "
-                    "nothing was stored: re-push it from a clone that holds it"
+                    f"nothing was stored; {REMOTE_REPAIR}"
                 )
     return entries
 
@@ -627,10 +693,94 @@ def _download_pack(repo: Repo, store: FsspecStore, pack_id: str) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    local.put_file(pack_key(pack_id), tmp)
-    local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
+    local.put_file(pack_key(pack_id), tmp)  # replaces a damaged local copy (fetch --repair)
+    try:
+        checked_index(local.get(index_key(pack_id)), pack_id, index_key(pack_id), "")
+    except (KeyError, CorruptObjectError):
+        local.delete(index_key(pack_id))
+        local.put_bytes(index_key(pack_id), INDEX_MAGIC + encode_entries(entries))
     repo.objects.register(pack_id, entries)
     return size
+
+
+def _local_meta_ok(repo: Repo, obj: MetaObject) -> bool:
+    """Whether the local copy of a metadata object passes the check every read makes."""
+    from cas import manifest, versions  # lazily: imports pyarrow
+
+    path = repo.local.path(obj.key)
+    try:
+        if obj.prefix == "manifests":
+            manifest.decode(path.read_bytes(), obj.id)
+        elif obj.prefix == "versions":
+            versions.decode_version(path.read_bytes(), obj.id)
+        else:
+            versions.verify_segment_file(path, obj.id, obj.kind or None)
+    except (CorruptObjectError, ManifestError):
+        return False
+    return True
+
+
+def _repair_packs(
+    repo: Repo,
+    spec: remote_config.Remote,
+    store: FsspecStore,
+    needed: dict[bytes, str],
+    jobs: int,
+    traffic: Traffic,
+    result: FetchResult,
+) -> None:
+    """Replace each local pack that holds a needed chunk and fails the check fsck makes (or
+    whose chunk list cannot be verified at all) from the remote. A pack the remote holds under
+    the same id is downloaded whole, verified, and renamed over the damaged one. Otherwise the
+    pack's damaged chunks are fetched from whatever remote packs hold them, its sound chunks are
+    copied (verified) into a new pack, and only once both are sealed is the damaged pack
+    deleted: a kill -9 at any point leaves the damaged pack or its replacement, and the rerun
+    completes."""
+    objects = repo.objects
+    damaged: dict[str, list[tuple[bytes, int, int]] | None] = {}
+    for pack_id in objects.pack_ids():
+        try:
+            entries: list[tuple[bytes, int, int]] | None = objects.pack_entries(pack_id)
+        except CorruptObjectError:
+            entries = None  # neither its index nor its trailer is sound
+        # every pack holding a needed chunk, not only the copy the index names: a rerun after a
+        # kill may find the damaged pack beside its sealed replacement
+        if entries is not None and not any(cid in needed for cid, _o, _n in entries):
+            continue
+        if entries is None or not _sound_pack(repo.local.path(pack_key(pack_id)), pack_id):
+            damaged[pack_id] = entries
+    if not damaged:
+        return
+    view = RemoteView(repo, store, traffic, ("packs", "index"))
+    for pack_id, entries in damaged.items():
+        if pack_id in view.packs:
+            traffic.count(_download_pack(repo, store, pack_id))
+            result.packs += 1
+            continue
+        if entries is None:
+            raise CorruptObjectError(
+                f"local pack {pack_id} is damaged beyond reading its chunk list and remote "
+                f"'{spec.name}' does not hold it; run 'cas fsck', then delete it and 'cas fetch'"
+            )
+        key = pack_key(pack_id)
+        sound: list[tuple[bytes, bytes]] = []
+        bad: set[bytes] = set()
+        for cid, off, length in entries:
+            piece = repo.local.get_range(key, off, length)
+            if hashing.digest(piece) == cid:
+                sound.append((cid, piece))
+            else:
+                bad.add(cid)
+        if bad:
+            where = f"damaged local pack {pack_id}"
+            _fetch_chunks(repo, spec, store, bad, jobs, Silent(), traffic, result,
+                          lambda cid, w=where: needed.get(cid, w), replace=True)  # fmt: skip
+        with objects.writer(repack=True) as writer:
+            for cid, piece in sound:
+                writer.add(cid, piece)
+        objects.close()
+        repo.local.delete(index_key(pack_id))
+        repo.local.delete(key)
 
 
 # -- pull ----------------------------------------------------------------------------------------
@@ -662,16 +812,19 @@ def verify(
     remote: str | None = None,
     deep: bool = False,
     jobs: int = DEFAULT_JOBS,
+    needs: list[Need] | None = None,
 ) -> VerifyResult:
     """Whether every object the pointers reach is on the remote: metadata objects and packs
     listed, every chunk in some remote index whose pack is there. A metadata object that must be
     read (a manifest, a version, an ``append`` segment) and is not local is downloaded, checked
-    and kept, as fetch would. ``deep`` downloads and re-hashes everything the pointers use."""
+    and kept, as fetch would. ``deep`` downloads and re-hashes everything the pointers use.
+    ``needs`` (push --repair's pointers) replaces ``targets`` and ``revs``."""
     spec = remote_config.resolve(repo, remote)
     store = spec.open()
     traffic = Traffic()
     result = VerifyResult(spec.name, spec.url)
-    needs = pointer_needs(repo, targets, revs)
+    if needs is None:
+        needs = pointer_needs(repo, targets, revs)
     view = RemoteView(repo, store, traffic, ("packs", "index", *prefixes(needs)))
     problems: dict[str, Problem] = {}
 

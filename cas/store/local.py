@@ -115,6 +115,8 @@ class LocalStore:
             return (self.root / key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+        except OSError as err:
+            raise storage_error(err, f"cannot read {key} in the store {self.root}") from err
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         self._use()
@@ -123,6 +125,8 @@ class LocalStore:
                 return os.pread(f.fileno(), length, offset)
         except FileNotFoundError:
             raise KeyError(key) from None
+        except OSError as err:
+            raise storage_error(err, f"cannot read {key} in the store {self.root}") from err
 
     def size(self, key: str) -> int:
         self._use()
@@ -130,6 +134,8 @@ class LocalStore:
             return (self.root / key).stat().st_size
         except FileNotFoundError:
             raise KeyError(key) from None
+        except OSError as err:
+            raise storage_error(err, f"cannot read {key} in the store {self.root}") from err
 
     def temp_path(self) -> Path:
         """A fresh path in ``tmp/``, for writers that stream into a file before committing it."""
@@ -172,7 +178,11 @@ class LocalStore:
         base = self.root / prefix
         if not base.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(base):
+
+        def fail(err: OSError) -> None:  # os.walk skips what it cannot read unless told
+            raise storage_error(err, f"cannot list {err.filename} in the store")
+
+        for dirpath, _dirs, files in os.walk(base, onerror=fail):
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for name in files:
                 yield f"{rel}/{name}"
