@@ -36,6 +36,11 @@ bench: setup
 	  $(BIN)/python bench/bench_snapshot.py; printf '```\n'; } | tee -a docs/benchmarks.md
 	{ printf '\n## runs (`bench/bench_runs.py`: cas run, runs, runs diff, repro)\n\n```\n'; \
 	  $(BIN)/python bench/bench_runs.py; printf '```\n'; } | tee -a docs/benchmarks.md
+	{ printf '\n## chunk index (`bench/bench_index.py`: empty, 1M-chunk and 16M-chunk stores)\n\n```\n'; \
+	  $(BIN)/python bench/bench_index.py; printf '```\n'; } | tee -a docs/benchmarks.md
+	{ printf '\n## 10,000,000 files (`reliability/load.py`, 2 GiB limit)\n\n```\n'; \
+	  $(BIN)/python reliability/load.py --files 10000000 --rss-limit-mib 2048; printf '```\n'; } \
+	  | tee -a docs/benchmarks.md
 	{ printf '\n## add --executor (`bench/bench_distribute.py`, 2-worker LocalCluster)\n\n```\n'; \
 	  $(BIN)/python bench/bench_distribute.py 2>/dev/null; printf '```\n'; } | tee -a docs/benchmarks.md
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import struct
 import threading
@@ -26,12 +27,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cas import hashing
 from cas.clone import BLOCK, clone_range
 from cas.errors import CorruptObjectError, ObjectMissingError, StorageError
 from cas.store.local import LocalStore, storage_error
+
+if TYPE_CHECKING:  # numpy and the merged index load only when chunks are looked up: an
+    # unchanged 'cas status' must import neither (tests/test_cli_conventions.py)
+    import numpy as np
+
+    from cas.chunkindex import MergedIndex
 
 PACK_MAGIC = b"CASPACK1"
 INDEX_MAGIC = b"CASIDX01"
@@ -47,6 +54,17 @@ _OFFSET_MASK = (1 << 40) - 1
 # Files this large get their chunks block-aligned in packs (see PackWriter.add): at most BLOCK - 1
 # bytes of padding per pack a file's new chunks start in, under 0.4% of the file.
 ALIGN_MIN_SIZE = 1 << 20
+MERGED_INDEX_KEY = "chunk-index"
+# When the packs the merged index does not cover pile up past either bound, the next command
+# merges them in (a merge rewrites the merged index: O(store), so not on every new pack; a
+# delta of 100,000 chunks loads in ~50 ms). A process that seals packs itself merges when its
+# delta passes DELTA_MAX or an eighth of the merged index, whichever is more: the delta's memory
+# (~150 bytes a chunk) stays an eighth of the store's, and a 10M-chunk add rewrites the merged
+# index ~20 times (~9x its final size written in all), not once per pack.
+MERGE_PACKS = 64
+MERGE_ENTRIES = 100_000
+DELTA_MAX = 250_000
+_BATCH = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,40 +93,144 @@ class Location:
     length: int
 
 
-class ChunkIndex(Mapping[bytes, Location]):
-    """chunk id -> :class:`Location`, one int per chunk: a dataset of 1,000,000 small files
-    has 1,000,000 chunks, and a Location object (with its two ints) per chunk cost ~100 bytes
-    more. The int packs the pack's number (into a list of pack ids), the offset and the length."""
+class _Delta:
+    """Packs the merged index does not cover yet: chunk id -> one int per chunk (a Location
+    object per chunk cost ~100 bytes more). The int packs the pack's number (into ``packs``),
+    the offset and the length."""
 
-    __slots__ = ("_codes", "_numbers", "_packs")
+    __slots__ = ("codes", "numbers", "packs")
 
     def __init__(self) -> None:
-        self._codes: dict[bytes, int] = {}
-        self._packs: list[str] = []
-        self._numbers: dict[str, int] = {}
+        self.codes: dict[bytes, int] = {}
+        self.packs: list[str] = []
+        self.numbers: dict[str, int] = {}
 
     def add(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> None:
-        number = self._numbers.setdefault(pack_id, len(self._packs))
-        if number == len(self._packs):
-            self._packs.append(pack_id)
+        number = self.numbers.setdefault(pack_id, len(self.packs))
+        if number == len(self.packs):
+            self.packs.append(pack_id)
         base = number << _PACK_SHIFT
-        codes = self._codes
+        codes = self.codes
         for cid, off, length in entries:
             codes[cid] = base | (off << 32) | length
 
-    def __getitem__(self, chunk_id: bytes) -> Location:
-        code = self._codes[chunk_id]
-        return Location(self._packs[code >> _PACK_SHIFT], (code >> 32) & _OFFSET_MASK,
+    def location(self, code: int) -> Location:
+        return Location(self.packs[code >> _PACK_SHIFT], (code >> 32) & _OFFSET_MASK,
                         code & 0xFFFFFFFF)  # fmt: skip
 
+
+def _mapped(merged: MergedIndex, live: Sequence[bool]) -> tuple[MergedIndex, bytes, np.ndarray]:
+    """The merged index with its live-pack mask twice: bytes for one lookup (indexing them
+    gives a plain int), an array for a vectorised batch."""
+    import numpy as np
+
+    mask = np.asarray(live, dtype=bool)
+    return merged, mask.tobytes(), mask
+
+
+class ChunkIndex(Mapping[bytes, Location]):
+    """chunk id -> :class:`Location`: the merged index (a mapped file, :mod:`cas.chunkindex`)
+    plus a small in-memory delta of the packs sealed since it was written. Lookups read the
+    delta first, then the merged index, skipping entries of packs no longer in the store (gc
+    deleted them; the next merge drops them). A merge swaps in a new merged index, then an
+    empty delta; readers read the delta first, so a lookup racing a swap still finds its chunk.
+    """
+
+    __slots__ = ("_delta", "_merged")
+
+    def __init__(self, merged: MergedIndex | None = None, live: Sequence[bool] = ()) -> None:
+        self._merged = _mapped(merged, live) if merged is not None else None
+        self._delta = _Delta()
+
+    def add(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> None:
+        self._delta.add(pack_id, entries)
+
+    def swap(self, merged: MergedIndex, live: Sequence[bool]) -> None:
+        """Replace everything by ``merged`` (which covers every pack added so far)."""
+        self._merged = _mapped(merged, live)
+        self._delta = _Delta()
+
+    @property
+    def delta_size(self) -> int:
+        return len(self._delta.codes)
+
+    @property
+    def delta_packs(self) -> list[str]:
+        return list(self._delta.packs)
+
+    @property
+    def merged(self) -> tuple[MergedIndex, bytes] | None:
+        if self._merged is None:
+            return None
+        merged, live, _ = self._merged
+        return merged, live
+
+    def get(self, chunk_id: bytes, default: Location | None = None) -> Location | None:  # type: ignore[override]
+        """The location, or ``default``: the one lookup checkout and push make per chunk."""
+        delta = self._delta
+        code = delta.codes.get(chunk_id)
+        if code is not None:
+            return delta.location(code)
+        if self._merged is not None:
+            merged, live, _ = self._merged
+            pos = merged.find(chunk_id, live)
+            if pos >= 0:
+                number, offset, length = merged.entry(pos)
+                return Location(merged.packs[number], offset, length)
+        return default
+
+    def __getitem__(self, chunk_id: bytes) -> Location:
+        loc = self.get(chunk_id)
+        if loc is None:
+            raise KeyError(chunk_id)
+        return loc
+
     def __contains__(self, chunk_id: object) -> bool:
-        return chunk_id in self._codes
+        if chunk_id in self._delta.codes:
+            return True
+        if self._merged is None or not isinstance(chunk_id, bytes) or len(chunk_id) != 32:
+            return False
+        merged, live, _ = self._merged
+        return merged.find(chunk_id, live) >= 0
+
+    def missing(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """The ids not indexed: the merged index answers in vectorised batches (one
+        searchsorted per million ids), not one lookup per id."""
+        codes = self._delta.codes
+        rest = [cid for cid in dict.fromkeys(chunk_ids) if cid not in codes]
+        if self._merged is None or not rest:
+            return set(rest)
+        import numpy as np
+
+        merged, _, live_np = self._merged
+        found = {cid for cid in rest if len(cid) != 32}  # never an id: never indexed
+        rest = [cid for cid in rest if len(cid) == 32] if found else rest
+        for start in range(0, len(rest), _BATCH):
+            batch = rest[start : start + _BATCH]
+            pos = merged.find_many(b"".join(batch), len(batch), live_np)
+            found.update(batch[i] for i in np.flatnonzero(pos < 0))
+        return found
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._codes)
+        """Every indexed id once (gc, fsck: O(store) by nature)."""
+        codes = self._delta.codes
+        yield from codes
+        if self._merged is None:
+            return
+        from cas.chunkindex import iter_live
+
+        merged, live, _ = self._merged
+        run_key, run_ids = -1, set()
+        for cid, pos in iter_live(merged, live):
+            key = int(merged.keys[pos])
+            if key != run_key:
+                run_key, run_ids = key, set()
+            if cid not in codes and cid not in run_ids:
+                run_ids.add(cid)
+                yield cid
 
     def __len__(self) -> int:
-        return len(self._codes)
+        return sum(1 for _ in self)
 
 
 def pack_key(pack_id: str) -> str:
@@ -556,17 +678,101 @@ class ObjectStore:
         return self._index
 
     def _load_index(self) -> ChunkIndex:
-        """Every pack's verified entries (:meth:`pack_entries`). An index file whose pack is gone
-        names nothing (its chunks are not here; fsck reports it); a pack whose index and trailer
-        both fail their check adds nothing either: its chunks count as absent, so add stores them
-        again and fetch brings them, rather than trust a location no check vouches for."""
-        index = ChunkIndex()
-        for pack_id in self.pack_ids():
+        """The merged index, plus a delta of the present packs it does not cover (their index
+        files, each verified against its pack id; a pack sealed but killed before its index
+        file was written is re-indexed from its trailer). Merges when the delta has piled up,
+        or the merged index is missing or damaged while there is anything to merge (it is
+        derived data: rebuilt from the index files)."""
+        present = set(self.pack_ids())
+        merged, damaged = self._open_merged()
+        live = [p in present for p in merged.packs] if merged is not None else []
+        covered = set(merged.packs) if merged is not None else set()
+        fresh: dict[str, list[tuple[bytes, int, int]]] = {}
+        for pack_id in sorted(present - covered):
             try:
-                index.add(pack_id, self.pack_entries(pack_id))
+                fresh[pack_id] = self.pack_entries(pack_id)
             except (CorruptObjectError, ObjectMissingError):
-                continue
+                continue  # its chunks count as absent (see pack_entries)
+        pending = sum(len(e) for e in fresh.values())
+        dead = sum(n for n, alive in zip(merged.counts, live) if not alive) if merged else 0
+        piled = damaged or len(fresh) > MERGE_PACKS or pending > MERGE_ENTRIES
+        if (fresh and piled) or dead > MERGE_ENTRIES:
+            try:
+                return ChunkIndex(*self._merge(merged, live, fresh))
+            except StorageError:
+                pass  # a full disk or a read-only shared store: the delta answers instead
+        index = ChunkIndex(merged, live)
+        for pack_id, entries in fresh.items():
+            index.add(pack_id, entries)
         return index
+
+    def _open_merged(self) -> tuple[MergedIndex | None, bool]:
+        """The merged index, mapped; (None, True) if it is damaged, (None, False) if absent.
+        One of a version this cas does not know is refused."""
+        from cas.chunkindex import MergedIndex, NewerIndexError
+
+        path = self.local.path(MERGED_INDEX_KEY)
+        try:
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            return None, False
+        except ValueError:  # an empty file cannot be mapped
+            return None, True
+        except OSError as err:
+            raise storage_error(err, f"cannot read {path}") from err
+        try:
+            return MergedIndex(memoryview(mapped), str(path), mapped), False
+        except NewerIndexError:
+            raise
+        except CorruptObjectError:
+            return None, True
+
+    def _merge(
+        self,
+        merged: MergedIndex | None,
+        live: Sequence[bool],
+        packs: Mapping[str, list[tuple[bytes, int, int]]] | Sequence[str],
+    ) -> tuple[MergedIndex, list[bool]]:
+        """Write a merged index of ``merged``'s live packs plus ``packs`` (temp file, fsync if
+        configured, rename: a kill -9 leaves the old index or the new one) and map it. A
+        damaged old index is dropped and every pack merged from its index file instead."""
+        if merged is not None:
+            try:
+                merged.verify()
+            except CorruptObjectError:
+                alive = (p for p, a in zip(merged.packs, live) if a)
+                packs = sorted({*packs, *alive})
+                merged, live = None, []
+        bodies = []
+        for pack_id in packs:
+            try:
+                entries = (
+                    packs[pack_id] if isinstance(packs, Mapping) else self.pack_entries(pack_id)
+                )
+            except (CorruptObjectError, ObjectMissingError):
+                continue  # its chunks count as absent (see pack_entries)
+            bodies.append((pack_id, encode_entries(entries)))
+        from cas.chunkindex import write_merged
+
+        tmp = self.local.temp_path()
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                write_merged(fd, merged, live, bodies)
+                if self.local.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(err, f"cannot write the chunk index to {self.local.root}") from err
+        self.local.put_file(MERGED_INDEX_KEY, tmp)
+        fresh, damaged = self._open_merged()
+        if fresh is None or damaged:
+            raise CorruptObjectError(f"the chunk index just written to {self.local.root} is "
+                                     "unreadable; delete it and rerun")  # fmt: skip
+        return fresh, [True] * len(fresh.packs)
 
     def pack_entries(self, pack_id: str) -> list[tuple[bytes, int, int]]:
         """A pack's chunks (id, offset, length), verified against its id: from its index file,
@@ -609,19 +815,38 @@ class ObjectStore:
 
     def register(self, pack_id: str, entries: Iterable[tuple[bytes, int, int]]) -> bool:
         """Add a new pack's chunks to the index, if it is loaded (else it is loaded later, from
-        the index file just written); True if they were added."""
+        the index file just written); True if they were added. Past DELTA_MAX chunks (or an
+        eighth of the merged index) in the delta, it is merged in, so a long add's memory stays
+        bounded."""
         if self._index is None:
             return False
         with self._lock:
             self._index.add(pack_id, entries)
+            current = self._index.merged
+            if self._index.delta_size > max(DELTA_MAX, len(current[0]) // 8 if current else 0):
+                merged, live = current if current is not None else (None, b"")
+                covered = set(merged.packs) if merged is not None else set()
+                packs = [p for p in self._index.delta_packs if p not in covered]
+                self._index.swap(*self._merge(merged, list(live), packs))
         return True
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return chunk_id in self.index
 
     def missing_chunks(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
-        index = self.index
-        return {cid for cid in chunk_ids if cid not in index}
+        return self.index.missing(chunk_ids)
+
+    def verify_index(self) -> str | None:
+        """What is wrong with the merged index, if anything (fsck reads it all: a checksum)."""
+        merged, damaged = self._open_merged()
+        try:
+            if damaged:
+                raise CorruptObjectError(f"{self.local.path(MERGED_INDEX_KEY)} is damaged")
+            if merged is not None:
+                merged.verify()
+        except CorruptObjectError as err:
+            return f"{err}; delete it: it is rebuilt from the index files"
+        return None
 
     def writer(self, repack: bool = False, staging: Staging | None = None) -> PackWriter:
         return PackWriter(self, repack, staging)

@@ -61,6 +61,9 @@ def fsck(repo: Repo) -> FsckResult:
             )
     from cas import manifest  # lazily: see cas.rows
 
+    damaged_index = repo.objects.verify_index()
+    if damaged_index is not None:
+        result.corrupt.append(damaged_index)
     known = repo.objects.index  # verified entries only (ObjectStore.pack_entries)
     for manifest_id in repo.objects.manifest_ids():
         result.manifests += 1
