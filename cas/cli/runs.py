@@ -36,7 +36,7 @@ def _warn(message: str) -> None:
 
 def run(
     command: list[str] = typer.Argument(..., help="The command, after '--'."),
-    name: str = typer.Option(None, "--name", "-n", help="A name for the run."),
+    name: str = typer.Option(None, "--name", help="A name for the run."),
     config: list[Path] = typer.Option(None, "--config", "-c", help="Config files it reads."),
     metrics: Path = typer.Option(None, "--metrics", "-m", help="JSON/YAML metrics it writes."),
     out: list[Path] = typer.Option(None, "--out", "-o", help="Outputs to 'cas add' on success."),
