@@ -341,7 +341,14 @@ class Harness:
             "snapshot-query": Op(
                 "snapshot-query",
                 "snap",
-                ["snapshot-query", SNAPSHOT_QUERY, "--source", "sqlite:///app.db", "-n", "orders"],
+                [
+                    "snapshot-query",
+                    SNAPSHOT_QUERY,
+                    "--source",
+                    "sqlite:///app.db",
+                    "--name",
+                    "orders",
+                ],
                 lambda cwd: self._snapshots(cwd, rerun=False),
                 lambda cwd: self._snapshots(cwd, rerun=True),
             ),
