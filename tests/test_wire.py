@@ -163,12 +163,14 @@ def test_push_and_pull_memory_is_bounded_whatever_the_jobs(
     env = s3_server.env  # type: ignore[attr-defined]
     big_repo(git_repo, f"s3://{s3_bucket}/cas", env, megabytes=320)
     assert len(Repo.discover(git_repo).objects.pack_ids()) >= 9
+    # The bound is issue 17's (<= 300 MiB at any --jobs); measured 239 / 227 MiB on an idle
+    # machine, where the whole-pack push peaked at 649-1030 MiB.
     rss, out = peak_rss_mib(git_repo, "push", "--jobs", "16", "--json", env=env)
     assert json.loads(out)["packs"] >= 9
-    assert rss < 250, f"push peaked at {rss:.0f} MiB"
+    assert rss <= 300, f"push peaked at {rss:.0f} MiB"
     other = clone(git_repo, tmp_path / "clone")
     rss, _out = peak_rss_mib(other, "fetch", "--jobs", "16", env=env)
-    assert rss < 250, f"fetch peaked at {rss:.0f} MiB"
+    assert rss <= 300, f"fetch peaked at {rss:.0f} MiB"
     cas(other, "checkout", env=env)
     assert tree(other / "data") == tree(git_repo / "data")
 
