@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cas, git, tree, write
-from tests.runs_support import make_project, runs, show, train
+from tests.runs_support import RUN, make_project, runs, show, train
 from tests.s3_server import S3Server
 
 COUNT = (
@@ -123,16 +123,9 @@ def test_reuse_skips_an_identical_run_and_restores_its_outputs(
     shutil.rmtree(project / "model")
     proc = cas(
         project,
-        "run",
+        RUN[0],
         "--reuse",
-        "--config",
-        "configs/train.json",
-        "--metrics",
-        "metrics.json",
-        "--out",
-        "model",
-        "--seed",
-        "42",
+        *RUN[1:],
         "--",
         sys.executable,
         "train.py",
