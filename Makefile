@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo test reliability bench bench-small lint clean
 
-$(STAMP): pyproject.toml
+EXTRAS := dev,postgres,duckdb,torch,dask,runs
+
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch (a plain 'torch' requirement would pull a multi-GB CUDA build)
-	$(BIN)/pip install -q 'torch==2.13.0'
-	$(BIN)/pip install -q -e '.[dev,postgres,duckdb,torch,dask,runs]'
+	$(BIN)/pip install -q -c constraints.txt 'torch==2.13.0'
+	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 setup: $(STAMP)

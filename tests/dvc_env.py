@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 DVC_VERSION = "3.67.1"
+CONSTRAINTS = Path(__file__).with_name("dvc-constraints.txt")  # one resolution, no backtracking
 
 
 def venv_path() -> Path:
@@ -33,7 +34,14 @@ def ensure() -> tuple[Path | None, str]:
             return exe, ""
         steps = [
             [sys.executable, "-m", "venv", "--clear", str(venv)],
-            [str(venv / "bin" / "pip"), "install", "-q", f"dvc=={DVC_VERSION}"],
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "-q",
+                "-c",
+                str(CONSTRAINTS),
+                f"dvc=={DVC_VERSION}",
+            ],
         ]
         for step in steps:
             proc = subprocess.run(step, capture_output=True, text=True, check=False)
