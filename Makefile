@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo test reliability bench bench-small lint clean
 
-EXTRAS := dev,postgres,duckdb,torch,dask,runs
+EXTRAS := dev,postgres,duckdb,torch,dask,runs,mlflow
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)

@@ -50,6 +50,9 @@ def run(
     reuse: bool = typer.Option(
         False, "--reuse", help="If these four inputs already ran, restore its outputs instead."
     ),
+    no_mlflow: bool = typer.Option(
+        False, "--no-mlflow", help="Do not copy the run to MLflow (MLFLOW_TRACKING_URI)."
+    ),
 ) -> None:
     """Run COMMAND and record its code, data, config, environment, outputs and metrics."""
     from cas.runs.session import Options, Session
@@ -66,6 +69,7 @@ def run(
         image_digest=image_digest,
         allow_secrets=allow_secrets,
         require_clean=require_clean,
+        mlflow=not no_mlflow,
     )
     session = Session(repo, opts)
     code = execute(session, reuse)
@@ -155,6 +159,32 @@ def show(run_ref: str = typer.Argument(..., metavar="RUN", help="Id, id prefix, 
     """The whole record of RUN, as JSON."""
     run_id, rec = _record(Repo.discover(), run_ref)
     emit_json({"id": run_id, **rec})
+
+
+@runs_app.command("mlflow")
+def to_mlflow(
+    run_refs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Default: every run."),
+    json_out: bool = JSON,
+) -> None:
+    """Copy recorded runs to MLflow (those not there yet): for runs MLflow missed, or a
+    teammate's fetched runs."""
+    from cas.runs import tracker
+    from cas.runs.catalog import open_synced
+
+    repo = Repo.discover()
+    if run_refs:
+        records = [_record(repo, ref) for ref in run_refs]
+    else:
+        from cas.runs import record
+
+        rows = open_synced(repo).rows()  # a killed run has no record: nothing to copy
+        records = [(r["id"], record.get(repo.local, r["id"])) for r in rows if r["id"]]
+    results = tracker.export(repo.config, repo.root, records)
+    if json_out:
+        emit_json([{"id": i, "mlflow_run": m, "logged": new} for i, m, new in results])
+        return
+    for run_id, mlflow_id, new in results:
+        say(f"{run_id[:12]} {'logged as' if new else 'already in MLflow as'} {mlflow_id}")
 
 
 @runs_app.command("diff")

@@ -154,8 +154,9 @@ def start_run(
             ),
         )
         session.begin()
-        previous = {k: os.environ.get(k) for k in (RUN_DIR, SEED, "PYTHONHASHSEED")}
-        os.environ.update(session.exported())
+        exported = session.exported()
+        previous = {k: os.environ.get(k) for k in exported}
+        os.environ.update(exported)
         try:
             yield session.info
         except BaseException:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cas import pointer
 from cas.errors import CasError, UsageError
-from cas.runs import api, capture
+from cas.runs import api, capture, tracker
 from cas.runs import record as rec
 from cas.runs.catalog import Catalog
 
@@ -47,6 +47,7 @@ class Options:
     require_clean: bool = False
     reproduces: str | None = None
     cwd: Path | None = None
+    mlflow: bool = True  # copy the run to MLflow when a tracking URI is set (cas.runs.tracker)
 
 
 def utc_now() -> str:
@@ -66,6 +67,8 @@ class Session:
         self.warnings: list[str] = []
         self._metrics_before: tuple[int, int] | None = None
         self._t0 = 0.0
+        self.tracker: tracker.Tracker | None = None
+        self.mlflow_id: str | None = None
 
     # -- start -----------------------------------------------------------------------------------
     def begin(self) -> dict[str, Any]:
@@ -78,6 +81,10 @@ class Session:
         data = capture.capture_data(repo, opts.data, outs, self.cwd)
         targets = [pointer.target_of(d["pointer"]) for d in data]  # data, not code
         exclude = [*configs, *outs, *([metrics] if metrics else []), *targets]
+        where = tracker.target(self.catalog_repo.config, self.catalog_repo.root)
+        if where is not None and opts.mlflow:
+            self.tracker = tracker.Tracker(where)  # mlflow missing: refused before anything runs
+            exclude += tracker.local_files(where, repo.root)
         code, self.warnings = capture.capture_code(repo, exclude)
         if opts.require_clean and capture.is_dirty(code):
             changed = [f["path"] for f in code["files"]] + code["deleted"]
@@ -117,14 +124,30 @@ class Session:
             self.key = catalog.begin(self.record)
         finally:
             catalog.close()
+        self._start_copy()
         self._t0 = time.monotonic()
         return self.record
+
+    def _start_copy(self) -> None:
+        if self.tracker is None:
+            return
+        try:
+            self.mlflow_id = self.tracker.start(self.record)
+        except Exception as err:  # any: see tracker.failure; the run goes on
+            tracker.warn(
+                f"{tracker.failure(err, self.tracker.where)}; the run is recorded in "
+                "cas only: log it later with 'cas runs mlflow'"
+            )
+            self.tracker = None
 
     def exported(self) -> dict[str, str]:
         """The variables the command gets: its channel, and the seed."""
         env = {api.RUN_DIR: str(self.dir)}
         if self.options.seed is not None:
             env[api.SEED] = env["PYTHONHASHSEED"] = str(self.options.seed)
+        if self.tracker is not None and self.mlflow_id is not None:
+            # the command's own mlflow.start_run() resumes this run: one run in MLflow's UI
+            env.update(self.tracker.where.exported(), MLFLOW_RUN_ID=self.mlflow_id)
         return env
 
     # -- end -------------------------------------------------------------------------------------
@@ -159,9 +182,21 @@ class Session:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
         self.info["id"] = run_id
+        self._finish_copy(run_id)
         if error is not None:
             raise error
         return run_id
+
+    def _finish_copy(self, run_id: str) -> None:
+        if self.tracker is None or self.mlflow_id is None:
+            return
+        try:
+            self.tracker.finish(self.mlflow_id, run_id, self.record)
+        except Exception as err:  # any: see tracker.failure; the record is stored
+            tracker.warn(
+                f"{tracker.failure(err, self.tracker.where)}; the run is recorded in "
+                f"cas: log it with 'cas runs mlflow {run_id[:12]}'"
+            )
 
     def _fold_events(self) -> None:
         """Metric series, data reads and the runtime settings the helpers logged."""
