@@ -140,6 +140,25 @@ def test_plain_status_imports_no_heavy_module(repo: Path) -> None:
     assert imported & {"pyarrow", "numpy", "git", "fsspec", "pandas"} == set()
 
 
+def test_a_command_that_builds_tables_imports_no_pandas(repo: Path) -> None:
+    """pyarrow imports pandas (when installed, as here) on its first array: 0.35 s of a
+    one-file add. The command's process goes without it; Python callers keep theirs."""
+    write(repo / "data" / "new.txt", "new")
+    proc = subprocess.run(
+        [*CAS[:1], "-X", "importtime", *CAS[1:], "add", "data"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "pyarrow" in imported and "pandas" not in imported
+    assert cas(repo, "status").stdout == "data.cas: unchanged\n"  # the add was complete
+    probe = "import pandas, cas.manifest; print(pandas.__name__)"
+    out = subprocess.run([*CAS[:1], "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout == "pandas\n"
+
+
 def test_pull_path_over_several_targets(repo: Path, tmp_path: Path) -> None:
     """``cas pull --path sub`` checks out that subtree of each target holding it; a target
     without it is no error (it is checked out of nothing). Naming one target, a typo is."""
