@@ -27,14 +27,21 @@ from tests.conftest import cas, git, tree, write
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[distributed.LocalCluster]:
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as found:
-        yield found
+    # Dask's nanny sets its workers' variables (PYTHONHASHSEED, OMP/MKL/OPENBLAS_NUM_THREADS) in
+    # this process's own environment before it spawns them: later tests must not inherit them.
+    saved = dict(os.environ)
+    try:
+        with distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as found:
+            yield found
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def make_data(root: Path, files: int = 120, seed: int = 7) -> None:
@@ -94,6 +101,9 @@ def test_many_small_tasks_and_the_stat_cache(
     monkeypatch.setattr(distribute, "TASK_FILES", 5)
     root = new_repo(tmp_path / "proj")
     make_data(root)
+    past = time.time() - 60  # not racily clean (written within the cache's time granularity)
+    for path in (root / "data").rglob("*"):
+        os.utime(path, (past, past))
     with Repo.discover(root) as repo:
         (first,) = repo.add([root / "data"], executor=cluster.scheduler_address)
     assert first.manifest == local_manifest(tmp_path)

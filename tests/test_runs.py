@@ -29,7 +29,10 @@ def _venv(where: Path, version: str) -> str:
     site = next((where / "lib").glob("python*/site-packages"))
     import sysconfig
 
-    (site / "parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # addsitedir, not a bare path: the parent's own .pth files must run too (an editable
+    # install of cas is one: its import hook)
+    purelib = sysconfig.get_paths()["purelib"]
+    (site / "parent.pth").write_text(f"import site; site.addsitedir({purelib!r})\n")
     info = site / f"casprobe-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: casprobe\nVersion: {version}\n")
