@@ -8,15 +8,26 @@ exactly that line (no traceback unless ``--verbose``) and exits with ``exit_code
     +-- NotARepoError (2)             not inside a Git repository / cas not initialised
     +-- PathError (2)                 path outside the repository, missing, unreadable, unsafe
     +-- PointerError (2)              a malformed pointer file (names file and line)
-    +-- ManifestError (2)             a malformed or hostile manifest
     +-- ObjectMissingError (3)        an object the operation needs is in no store
-    +-- CorruptObjectError (4)        an object whose bytes do not hash to its id
+    +-- IntegrityError (4)            stored data that cannot be trusted (never a usage problem)
+    |   +-- CorruptObjectError (4)    an object whose bytes do not hash to its id
+    |   +-- ManifestError (4)         a manifest, version or segment that is malformed or hostile
     +-- ConflictError (5)             the operation would destroy data the store does not hold
     +-- FileChangedError (6)          a file changed while it was being read
     +-- StorageError (7)              the store or a remote failed (disk full, permission, network)
     +-- LockedError (8)               another cas process holds a lock for too long
     +-- DependencyError (9)           an optional extra is not installed
     +-- RerunFailedError (10)         ``cas repro``: the rerun of a recorded command failed
+
+Exit code 4 means "the data cannot be trusted": a damaged object (restore it from a sound copy:
+``cas fetch --repair``) and an intact object whose content is malformed or hostile (no copy
+helps: the commit that names it pins bad data) both end with it, so a script tells an integrity
+failure from a mistyped argument (2) by the code alone; the class tells the two apart.
+
+Beside the message, an error carries what it is about where the raise site knows it:
+``object_id`` (a chunk, pack, manifest, version or segment id, hex), ``path`` (a repository
+path or URL) and ``remote`` (a remote's name); each is None when not known. ``cas --json``
+puts the known ones in its error object (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -26,6 +37,19 @@ class CasError(Exception):
     """Base class: ``str(err)`` is the one-line message shown to the user."""
 
     exit_code = 2
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        object_id: str | None = None,
+        path: str | None = None,
+        remote: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.object_id = object_id
+        self.path = path
+        self.remote = remote
 
 
 class UsageError(CasError):
@@ -44,15 +68,21 @@ class PointerError(CasError):
     exit_code = 2
 
 
-class ManifestError(CasError):
-    exit_code = 2
-
-
 class ObjectMissingError(CasError):
     exit_code = 3
 
 
-class CorruptObjectError(CasError):
+class IntegrityError(CasError):
+    """Stored bytes, or what they describe, cannot be trusted; never raised itself."""
+
+    exit_code = 4
+
+
+class CorruptObjectError(IntegrityError):
+    exit_code = 4
+
+
+class ManifestError(IntegrityError):
     exit_code = 4
 
 

@@ -34,18 +34,19 @@ DataLoader worker and reopens the repository in each process (see its docstring)
 from __future__ import annotations
 
 import datetime
+import io
 import itertools
 import os
 import urllib.parse
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from cas import hashing
-from cas.errors import CorruptObjectError
+from cas.errors import CorruptObjectError, UsageError
 from cas.gitio import GitRepo
 from cas.ops.checkout import check_length
 from cas.ops.compare import expected_rows
@@ -56,7 +57,7 @@ from cas.rows import Row
 if TYPE_CHECKING:
     from cas.ops.corpus import CorpusReader
 
-__all__ = ["CASFile", "CASFileSystem", "RepoView"]
+__all__ = ["CASFile", "CASFileSystem", "RepoView", "open_tracked", "read_bytes"]
 
 
 def _ensure_local(repo: Repo, chunk_ids: list[bytes], needed_by: str) -> None:
@@ -87,7 +88,7 @@ class RepoView:
     opened it, so every DataLoader worker reads through its own handles."""
 
     def __init__(self, repo: str | os.PathLike[str] | None = None, rev: str | None = None):
-        opened = Repo.discover(repo)
+        opened = Repo.open(repo)
         self.root: Path = opened.root
         self.rev: str | None = _commit_of(opened, rev) if rev else None
         self._repo: Repo | None = opened
@@ -478,3 +479,43 @@ class CASFile(AbstractBufferedFile):
             ]
         base = self.offsets[first]
         return b"".join(got[i] for i in range(first, stop))[start - base : end - base]
+
+
+def open_tracked(
+    path: str,
+    rev: str | None = None,
+    mode: str = "rb",
+    *,
+    repo: str | os.PathLike[str] | None = None,
+    encoding: str = "utf-8",
+    errors: str | None = None,
+    newline: str | None = None,
+) -> IO[Any]:
+    """``cas.open``: one tracked file at ``rev`` (None: the worktree pointers) as a read-only
+    file, through :class:`CASFileSystem` (so reads are verified, ranges touch only their
+    chunks, and inside ``cas run`` the read is recorded). ``path`` is repository-relative, as
+    in a ``cas://`` URL; ``repo`` is any folder inside the repository (default: the current
+    directory). ``mode`` ``"r"`` decodes with ``encoding`` (UTF-8 unless given: the same bytes
+    read as the same text on every machine). An untracked path raises FileNotFoundError."""
+    if mode not in ("rb", "r", "rt"):
+        raise UsageError(
+            f"cas.open reads tracked data, mode {mode!r} is not 'rb' or 'r'; write the file in "
+            "the worktree and 'cas add' it"
+        )
+    binary = CASFileSystem(repo=repo, rev=rev).open(path, "rb")
+    if mode == "rb":
+        return binary
+    return io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline=newline)
+
+
+def read_bytes(
+    path: str, rev: str | None = None, *, repo: str | os.PathLike[str] | None = None
+) -> bytes:
+    """``cas.read_bytes``: the whole file, verified against its BLAKE3 (see
+    :func:`open_tracked`). The repository's handles are released before it returns, so a
+    notebook that reads once does not keep ``cas gc`` waiting."""
+    fs = CASFileSystem(repo=repo, rev=rev)
+    try:
+        return fs.cat_file(path)
+    finally:
+        fs.view.repo.close()

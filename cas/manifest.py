@@ -315,7 +315,8 @@ def decode(data: bytes, expected_id: str) -> pa.Table:
     if actual != expected_id:
         raise CorruptObjectError(
             f"manifest {expected_id} is corrupt (its rows hash to {actual}); "
-            "restore it from a remote ('cas pull')"
+            "restore it from a remote ('cas pull')",
+            object_id=expected_id,
         )
     validate(table, expected_id)
     return table

@@ -801,7 +801,7 @@ class ObjectStore:
             size = self.local.size(key)
         except KeyError:
             raise ObjectMissingError(
-                f"pack {pack_id} is not in the local store; run 'cas fsck'"
+                f"pack {pack_id} is not in the local store; run 'cas fsck'", object_id=pack_id
             ) from None
         return verified_trailer(
             lambda off, n: self.local.get_range(key, off, n), size, pack_id, LOCAL_REPAIR
@@ -876,7 +876,8 @@ class ObjectStore:
         loc = self.index.get(chunk_id)
         if loc is None:
             raise ObjectMissingError(
-                f"chunk {chunk_id.hex()} is not in the local store; run 'cas pull' to fetch it"
+                f"chunk {chunk_id.hex()} is not in the local store; run 'cas pull' to fetch it",
+                object_id=chunk_id.hex(),
             )
         return loc
 
@@ -907,7 +908,8 @@ class ObjectStore:
                 piece = data[loc.offset - first.offset : loc.offset - first.offset + loc.length]
                 if len(piece) != loc.length or hashing.digest(piece) != cid:
                     raise CorruptObjectError(
-                        f"chunk {cid.hex()} in pack {loc.pack} is corrupt; {LOCAL_REPAIR}"
+                        f"chunk {cid.hex()} in pack {loc.pack} is corrupt; {LOCAL_REPAIR}",
+                        object_id=cid.hex(),
                     )
                 yield piece
             i = j
@@ -959,7 +961,8 @@ class ObjectStore:
         except KeyError:
             raise ObjectMissingError(
                 f"manifest {manifest_id} is not in the local store; "
-                "run 'cas pull' to fetch it, or check the pointer"
+                "run 'cas pull' to fetch it, or check the pointer",
+                object_id=manifest_id,
             ) from None
         except OSError as err:
             raise StorageError(f"cannot read manifest {manifest_id}: {err.strerror}") from err

@@ -131,6 +131,7 @@ class Remote:
             self.url,
             self.storage_options(),
             label=where,
+            remote=name,
             hints={
                 "auth": f"wrong credentials or permission denied for {where}: set "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "

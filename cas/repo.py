@@ -1,10 +1,14 @@
-"""Repo: the public Python API. The CLI is a thin shell over it; training code may call it too.
+"""Repo: the public Python API (docs/api.md). The CLI is a thin shell over it: each command
+calls the method of the same name, so a notebook and ``cas`` take one path.
 
-    from cas.repo import Repo
-    repo = Repo.discover()          # or Repo.init(path)
+    import cas
+    repo = cas.Repo.open()          # or cas.Repo.init(path)
     repo.add(["data"])
     repo.status()
     repo.checkout(rev="v1")
+
+Every method takes its first argument positionally and the rest by keyword (comparisons,
+``diff`` and ``runs_diff``, take both sides positionally), and returns dataclasses.
 
 A Repo ties the Git working tree, the ``.cas/`` folder (config, stat cache) and the local object
 store together, and knows how to name things: a *target* is tracked data (``data`` or
@@ -16,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cas import flock, pointer
 from cas.config import Config, write_default
@@ -36,6 +41,7 @@ from cas.ops.checkout import CheckoutResult
 from cas.ops.compare import FileChange, expected_rows
 from cas.ops.fsck import FsckResult
 from cas.ops.status import TargetStatus
+from cas.ops.transfer import DEFAULT_JOBS
 from cas.progress import Progress
 from cas.rows import CONTROL, is_dotgit
 from cas.state import CheckoutMarks, StatCache
@@ -47,6 +53,14 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
+    from cas.ops.corpus import CorpusResult
+    from cas.ops.corpus import VerifyResult as ManifestVerifyResult
+    from cas.ops.gc import GcResult
+    from cas.ops.transfer import FetchResult, PushResult, RemoteStatus, VerifyResult
+    from cas.runs.compare import RunDiff
+    from cas.runs.repro import ReproResult
+    from cas.snapshot import SnapshotInfo
+
 CAS_DIR = ".cas"
 _CAS_GITIGNORE = "/store/\n/state/\n/tmp/\n/config.local\n/lock\n"
 
@@ -57,6 +71,59 @@ class Target:
 
     path: str
     pointer: str
+
+
+@dataclass(frozen=True)
+class LsEntry:
+    """One tracked file of :meth:`Repo.ls`: ``hash`` is its BLAKE3 (hex), as ``b3sum`` prints."""
+
+    path: str
+    size: int
+    hash: str
+    executable: bool
+
+
+@dataclass
+class PullResult:
+    """:meth:`Repo.pull`: what the fetch brought, then each target's checkout."""
+
+    fetch: FetchResult
+    checkout: list[CheckoutResult]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run of :meth:`Repo.runs` (the fields ``cas runs --json`` prints); ``id`` is None
+    while the run goes on, ``status`` is ``killed`` for a run whose process is gone."""
+
+    id: str | None
+    name: str | None
+    status: str
+    started: str | None
+    ended: str | None
+    duration: float | None
+    fingerprint: dict[str, str]
+    metrics: dict[str, Any]
+    reproduces: str | None
+    reused: str | None
+    outputs: list[str]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's whole record (docs/format.md, "Run record") and its id."""
+
+    id: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunsDiff:
+    """:meth:`Repo.runs_diff`: the two runs and how their inputs and metrics differ."""
+
+    a: RunRecord
+    b: RunRecord
+    diff: RunDiff
 
 
 class Repo:
@@ -89,13 +156,17 @@ class Repo:
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def discover(cls, start: Path | str | None = None) -> Repo:
-        return cls(GitRepo(Path(start or Path.cwd())))
+    def open(cls, path: str | os.PathLike[str] | None = ".") -> Repo:
+        """The repository holding ``path`` (searched upward, as ``git`` does; None: the current
+        directory). ``discover`` is the same method under its older name."""
+        return cls(GitRepo(Path(path or Path.cwd())))
+
+    discover = open
 
     @classmethod
-    def init(cls, start: Path | str | None = None) -> Repo:
+    def init(cls, path: str | os.PathLike[str] | None = ".") -> Repo:
         """Create ``.cas/`` (idempotent) and stage its committed files."""
-        git_repo = GitRepo(Path(start or Path.cwd()))
+        git_repo = GitRepo(Path(path or Path.cwd()))
         cas_dir = git_repo.root / CAS_DIR
         cas_dir.mkdir(exist_ok=True)
         if not (cas_dir / "config").exists():
@@ -124,14 +195,16 @@ class Repo:
         absolute = Path(os.path.normpath(base / arg))
         root = self.root
         if absolute == root:
-            raise PathError("cannot track the repository root itself; name a folder or file")
+            raise PathError(
+                "cannot track the repository root itself; name a folder or file", path=str(arg)
+            )
         real_parent = absolute.parent.resolve()
         try:
             rel = absolute.relative_to(root)
             real_parent.relative_to(root)
         except ValueError:
             raise PathError(
-                f"{arg} is outside the repository {root}; move the data inside it"
+                f"{arg} is outside the repository {root}; move the data inside it", path=str(arg)
             ) from None
         text = rel.as_posix()
         head = text.split("/", 1)[0]
@@ -139,7 +212,8 @@ class Repo:
             owner = f"cas's folder {CAS_DIR}" if head == CAS_DIR else f"Git's folder {head}"
             raise PathError(
                 f"{text} is inside {owner}; refusing, with or without --force (if a commit "
-                f"holds it, remove it: git rm -- {shlex.quote(text)})"
+                f"holds it, remove it: git rm -- {shlex.quote(text)})",
+                path=text,
             )
         return text
 
@@ -211,7 +285,8 @@ class Repo:
             raise PathError(
                 f"{target.pointer} names {path}, {problem}; refusing, with or without "
                 "--force (if a commit holds that pointer, remove it: "
-                f"git rm -- {shlex.quote(target.pointer)})"
+                f"git rm -- {shlex.quote(target.pointer)})",
+                path=path,
             )
 
     def _checked(self, pointer_path: str) -> Target:
@@ -298,8 +373,8 @@ class Repo:
     def add(
         self,
         paths: Sequence[str | Path],
-        progress: Progress | None = None,
         *,
+        progress: Progress | None = None,
         executor: str | Executor | None = None,
         to_remote: bool = False,
         remote: str | None = None,
@@ -333,9 +408,19 @@ class Repo:
     def status(self, paths: Sequence[str | Path] = ()) -> list[TargetStatus]:
         return [status_op.status(self, t) for t in self.targets(paths)]
 
+    def remote_status(
+        self, paths: Sequence[str | Path] = (), *, remote: str | None = None
+    ) -> list[RemoteStatus]:
+        """Per worktree pointer: pushed to ``remote`` or not, and how many chunks are not
+        fetched (``cas status --remote``)."""
+        from cas.ops import transfer
+
+        return transfer.remote_status(self, paths, remote)
+
     def checkout(
         self,
         paths: Sequence[str | Path] = (),
+        *,
         rev: str | None = None,
         force: bool = False,
         progress: Progress | None = None,
@@ -352,7 +437,7 @@ class Repo:
         return results
 
     def diff(
-        self, rev_a: str = "HEAD", rev_b: str | None = None, paths: Sequence[str | Path] = ()
+        self, rev_a: str = "HEAD", rev_b: str | None = None, *, paths: Sequence[str | Path] = ()
     ) -> list[FileChange]:
         """Per-file changes from ``rev_a`` to ``rev_b`` (None: the worktree pointers)."""
         if paths:
@@ -363,8 +448,9 @@ class Repo:
             targets = [self._checked(p) for p in sorted(names)]
         return [c for t in targets for c in diff_op.diff(self, t, rev_a, rev_b)]
 
-    def ls(self, paths: Sequence[str | Path] = (), rev: str | None = None) -> list[dict]:
-        """Every file of the targets: path, size, BLAKE3 (hex), executable bit."""
+    def ls(self, paths: Sequence[str | Path] = (), *, rev: str | None = None) -> list[LsEntry]:
+        """Every file of the targets (at ``rev``, else the worktree pointers), sorted by path
+        within each target. A corpus's files are named by their URL."""
         listing = []
         for t in self.targets(paths, rev):
             ptr = self.read_pointer(t, rev)
@@ -375,17 +461,239 @@ class Repo:
                 prefix = versions.load_pointed(self, ptr, t.pointer).base or t.path
             for path, row in sorted(expected_rows(self, t, ptr).items()):
                 listing.append(
-                    {
-                        "path": t.path if ptr.kind == "file" else f"{prefix}/{path}",
-                        "size": row.size,
-                        "hash": row.hash.hex(),
-                        "executable": row.executable,
-                    }
+                    LsEntry(
+                        path=t.path if ptr.kind == "file" else f"{prefix}/{path}",
+                        size=row.size,
+                        hash=row.hash.hex(),
+                        executable=row.executable,
+                    )
                 )
         return listing
 
     def fsck(self) -> FsckResult:
         return fsck_op.fsck(self)
+
+    # -- remotes -----------------------------------------------------------------------------
+    def push(
+        self,
+        paths: Sequence[str | Path] = (),
+        *,
+        revs: Sequence[str] = (),
+        all_commits: bool = False,
+        remote: str | None = None,
+        jobs: int = DEFAULT_JOBS,
+        progress: Progress | None = None,
+        repair: bool = False,
+    ) -> PushResult:
+        """Send what the pointers (of the worktree, of ``revs``, or of every commit) need and
+        ``remote`` lacks; ``repair`` first replaces what the remote serves damaged."""
+        from cas.ops import transfer
+
+        return transfer.push(self, paths, revs, all_commits, remote, jobs, progress, repair=repair)
+
+    def fetch(
+        self,
+        paths: Sequence[str | Path] = (),
+        *,
+        rev: str | None = None,
+        subpath: str | None = None,
+        remote: str | None = None,
+        jobs: int = DEFAULT_JOBS,
+        progress: Progress | None = None,
+        repair: bool = False,
+    ) -> FetchResult:
+        """Bring what the pointers (of the worktree, or of ``rev``) need into the local store,
+        only ``subpath`` of each target when given; ``repair`` also replaces damaged local
+        copies."""
+        from cas.ops import transfer
+
+        return transfer.fetch(self, paths, [rev], subpath, remote, jobs, progress, repair)
+
+    def pull(
+        self,
+        paths: Sequence[str | Path] = (),
+        *,
+        rev: str | None = None,
+        subpath: str | None = None,
+        remote: str | None = None,
+        jobs: int = DEFAULT_JOBS,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> PullResult:
+        """Fetch, then check out."""
+        from cas.ops import transfer
+
+        fetched, checked = transfer.pull(self, paths, rev, subpath, remote, jobs, force, progress)
+        return PullResult(fetched, checked)
+
+    def verify(
+        self,
+        paths: Sequence[str | Path] = (),
+        *,
+        revs: Sequence[str] = (),
+        remote: str | None = None,
+        deep: bool = False,
+        jobs: int = DEFAULT_JOBS,
+    ) -> VerifyResult:
+        """Whether every object the pointers reach is on ``remote``; ``deep`` downloads and
+        re-hashes every pack. Problems are listed in the result, not raised."""
+        from cas.ops import transfer
+
+        return transfer.verify(self, paths, revs, remote, deep, jobs)
+
+    def gc(
+        self,
+        *,
+        branches: bool = True,
+        tags: bool = True,
+        all_commits: bool = False,
+        dry_run: bool = False,
+        delete_unpushed: bool = False,
+        remote: str | None = None,
+        grace_seconds: float = 7 * 86400,
+    ) -> GcResult:
+        """Delete the objects no root reaches: HEAD, the index, the worktree, stashes, linked
+        worktrees and the commits ``branches``, ``tags`` and ``all_commits`` name. Local by
+        default; with ``remote`` that remote (a RemoteGcResult), deleting only what stayed
+        unused for ``grace_seconds``."""
+        from cas.ops import gc as gc_op
+        from cas.ops.roots import Scope
+
+        scope = Scope(branches, tags, all_commits)
+        if remote is None:
+            return gc_op.gc(self, scope, dry_run, delete_unpushed)
+        if delete_unpushed:
+            raise UsageError("--delete-unpushed is for the local store; drop it or --remote")
+        return gc_op.gc_remote(self, scope, remote, grace_seconds, dry_run)
+
+    # -- snapshots and corpora ---------------------------------------------------------------
+    def snapshot_query(
+        self, query: str, *, source: str, name: str, batch_rows: int | None = None
+    ) -> SnapshotInfo:
+        """Freeze ``query``'s result from ``source`` (a URL: postgresql://, sqlite:///,
+        duckdb://) as ``snapshots/NAME/<UTC time>.parquet`` and stage its pointer. An unordered
+        query warns (``cas.snapshot.UnorderedQueryWarning``)."""
+        from cas import snapshot
+
+        rows = batch_rows or snapshot.DEFAULT_BATCH_ROWS
+        return snapshot.snapshot_query(self, query, source, name, batch_rows=rows)
+
+    def snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The snapshots of ``snapshots/NAME``, oldest first."""
+        from cas.snapshot import list_snapshots
+
+        return list_snapshots(Path(self.root), name)
+
+    def manifest_create(
+        self,
+        pointer: str,
+        *,
+        url: str,
+        glob: str | None = None,
+        jobs: int | None = None,
+        executor: str | Executor | None = None,
+        progress: Progress | None = None,
+    ) -> CorpusResult:
+        """Pin the corpus at ``url`` (a folder or any fsspec URL) in place: hash its files
+        (matching ``glob``) into a first version, write ``pointer`` and stage it."""
+        from cas.ops import corpus as corpus_op
+        from cas.ops.distribute import executor_for
+
+        with executor_for(self.config, executor) as cluster:
+            return corpus_op.create(self, pointer, url, glob, jobs, progress, cluster)
+
+    def manifest_append(
+        self,
+        pointer: str,
+        *,
+        url: str | None = None,
+        glob: str | None = None,
+        jobs: int | None = None,
+        allow_removals: bool = False,
+        executor: str | Executor | None = None,
+        progress: Progress | None = None,
+    ) -> CorpusResult:
+        """Record the files under ``url`` (default: the corpus's base) the manifest lacks;
+        a recorded file that changed or vanished refuses unless ``allow_removals``."""
+        from cas.ops import corpus as corpus_op
+        from cas.ops.distribute import executor_for
+
+        with executor_for(self.config, executor) as cluster:
+            return corpus_op.append(
+                self, pointer, url, glob, jobs, allow_removals, progress, cluster
+            )
+
+    def manifest_verify(
+        self,
+        pointer: str,
+        *,
+        sample: float = 1.0,
+        seed: int = 0,
+        jobs: int | None = None,
+        rev: str | None = None,
+        progress: Progress | None = None,
+    ) -> ManifestVerifyResult:
+        """Re-hash the corpus's files (or a seeded ``sample`` fraction); drift is listed in
+        the result, not raised."""
+        from cas.ops import corpus as corpus_op
+
+        return corpus_op.verify(self, pointer, sample, seed, jobs, rev, progress)
+
+    # -- runs --------------------------------------------------------------------------------
+    def runs(self) -> list[RunSummary]:
+        """Every recorded run, oldest first. A record the catalog refused is left out with a
+        RuntimeWarning naming it (``cas runs`` prints the same lines)."""
+        from cas.runs.catalog import open_synced
+
+        catalog = open_synced(self)
+        try:
+            for problem in catalog.problems:
+                warnings.warn(problem, RuntimeWarning, stacklevel=2)
+            return [RunSummary(**row) for row in catalog.rows()]
+        finally:
+            catalog.close()
+
+    def run_show(self, ref: str) -> RunRecord:
+        """The record of the run ``ref`` names: an id, a unique id prefix, or a name (its
+        latest run that is not a repro's rerun)."""
+        from cas import hashing
+        from cas.runs import record
+        from cas.runs.catalog import open_synced
+
+        catalog = open_synced(self)
+        try:
+            run_id = catalog.resolve(ref)
+        except UsageError:
+            if not hashing.is_hex_id(ref):  # a whole id the catalog refused: say why, by name
+                raise
+            run_id = ref
+        finally:
+            catalog.close()
+        return RunRecord(run_id, record.get(self.local, run_id))
+
+    def runs_diff(self, run_a: str, run_b: str) -> RunsDiff:
+        """Which of the four inputs differ between two runs, and how; metric changes."""
+        from cas.runs.compare import diff
+
+        a, b = self.run_show(run_a), self.run_show(run_b)
+        return RunsDiff(a, b, diff(a.record, b.record))
+
+    def repro(
+        self,
+        ref: str,
+        *,
+        rtol: float | None = None,
+        atol: float | None = None,
+        metric: Sequence[str] = (),
+        strict_env: bool = False,
+        say: Callable[[str], None] = print,
+    ) -> ReproResult:
+        """Rerun the run ``ref`` names in a temporary worktree and compare its metrics within
+        the tolerances (``metric``: ``NAME=RTOL`` each); ``say`` gets the progress lines. A
+        rerun that fails raises RerunFailedError."""
+        from cas.runs import repro as repro_op
+
+        return repro_op.repro(self, ref, rtol, atol, metric, strict_env, say=say)
 
     def _split_subpaths(
         self, paths: Sequence[str | Path], rev: str | None
@@ -409,6 +717,8 @@ class Repo:
                     self._guard(candidate)
                     found = candidate, "/".join(parts[i:]) or None
             if found is None:
-                raise PathError(f"{rel} is not tracked by cas (no pointer for it or a parent)")
+                raise PathError(
+                    f"{rel} is not tracked by cas (no pointer for it or a parent)", path=rel
+                )
             result.append(found)
         return result

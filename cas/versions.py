@@ -126,7 +126,8 @@ def load_version(repo: Repo, version_id: str) -> Version:
     except KeyError:
         raise ObjectMissingError(
             f"version {version_id} is not in the local store; "
-            "run 'cas pull' to fetch it, or check the pointer"
+            "run 'cas pull' to fetch it, or check the pointer",
+            object_id=version_id,
         ) from None
     return decode_version(data, version_id)
 
@@ -137,7 +138,9 @@ def decode_version(data: bytes, version_id: str) -> Version:
     Every field's type is checked and the bytes must be the canonical encoding, so whatever is
     accepted re-encodes to exactly these bytes."""
     if hashing.digest(data).hex() != version_id:
-        raise CorruptObjectError(f"version {version_id} is corrupt (its bytes hash differently)")
+        raise CorruptObjectError(
+            f"version {version_id} is corrupt (its bytes hash differently)", object_id=version_id
+        )
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as err:  # RecursionError: "[[[[..." 10^5 deep
@@ -256,7 +259,8 @@ def segment_file(repo: Repo, segment_id: str) -> str:
         _check_hash(path, segment_id)
     except FileNotFoundError:
         raise ObjectMissingError(
-            f"segment {segment_id} is not in the local store; run 'cas pull' to fetch it"
+            f"segment {segment_id} is not in the local store; run 'cas pull' to fetch it",
+            object_id=segment_id,
         ) from None
     with _verified_lock:
         _verified.add(token)
@@ -271,7 +275,8 @@ def _check_hash(path: str | Path, segment_id: str) -> None:
     if h.hexdigest() != segment_id:
         raise CorruptObjectError(
             f"segment {segment_id} is corrupt (its bytes hash differently); "
-            "restore it from a remote ('cas pull')"
+            "restore it from a remote ('cas pull')",
+            object_id=segment_id,
         )
 
 

@@ -58,7 +58,8 @@ def refuse(mode: int, shown: str) -> PathError:
     """The error for anything that is neither a regular file nor a folder."""
     kind = "symbolic link" if stat.S_ISLNK(mode) else "special file"
     return PathError(
-        f"{shown} is a {kind}; cas tracks regular files only: replace it by a copy or remove it"
+        f"{shown} is a {kind}; cas tracks regular files only: replace it by a copy or remove it",
+        path=shown,
     )
 
 

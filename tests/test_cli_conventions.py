@@ -124,20 +124,44 @@ def test_checkout_of_a_subtree_that_names_nothing(repo: Path) -> None:
     assert (repo / "data" / "a.txt").read_text() == "a"
 
 
+HEAVY = {"pyarrow", "numpy", "git", "fsspec", "pandas"}
+
+
+def _imports(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``python -X importtime ARGS`` in ``cwd``: the process and every module it imported."""
+    proc = subprocess.run(
+        [*CAS[:1], "-X", "importtime", *args], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ},
+    )  # fmt: skip
+    return proc, {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+
+
 def test_plain_status_imports_no_heavy_module(repo: Path) -> None:
     """An unchanged ``cas status`` starts without pyarrow, numpy or GitPython: shell
     completion and the global options must not change that."""
-    proc = subprocess.run(
-        [*CAS[:1], "-X", "importtime", *CAS[1:], "status"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env={**os.environ},
-    )
+    proc, imported = _imports(repo, *CAS[1:], "status")
     assert proc.returncode == 0 and proc.stdout == "data.cas: unchanged\n", proc.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "cas.cli.main" in imported  # the measurement saw cas's own imports
-    assert imported & {"pyarrow", "numpy", "git", "fsspec", "pandas"} == set()
+    assert imported & HEAVY == set()
+
+
+def test_import_cas_is_cheap(repo: Path) -> None:
+    """``import cas`` loads the run helpers and the standard library only; the API's names are
+    imported on first use (PEP 562), and ``Repo`` with the errors is still light."""
+    proc, imported = _imports(repo, "-c", "import cas")
+    assert proc.returncode == 0, proc.stderr
+    assert "cas.runs.api" in imported
+    assert imported & {*HEAVY, "cas.repo", "cas.errors", "cas.fs"} == set()
+    # sys.modules, not -X importtime: importlib.import_module (what __getattr__ calls) is not
+    # timed, only the imports below it
+    code = (
+        "import sys, cas; cas.Repo.open().status(); cas.CorruptObjectError; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    proc = subprocess.run([CAS[0], "-c", code], cwd=repo, capture_output=True, text=True)
+    loaded = set(proc.stdout.split())
+    assert proc.returncode == 0, proc.stderr
+    assert {"cas.repo", "cas.errors"} <= loaded and loaded & HEAVY == set()
 
 
 def test_a_command_that_builds_tables_imports_no_pandas(repo: Path) -> None:

@@ -293,7 +293,7 @@ def assert_pointer_matches(root: Path, target: str) -> None:
     target's files now (paths and BLAKE3)."""
     listing = Repo.discover(root).ls([root / f"{target}.cas"])
     have = files_of(root, [target])
-    assert {i["path"]: i["hash"] for i in listing} == {
+    assert {i.path: i.hash for i in listing} == {
         p: blake3.blake3(b).hexdigest() for p, b in have.items()
     }
 

@@ -87,9 +87,7 @@ def test_listing_info_find_and_glob(repo: Path) -> None:
     assert fs.info("data/x") == {"name": "data/x", "size": 0, "type": "directory"}
     info = fs.info("data/x/y.txt")
     assert (info["type"], info["size"], info["executable"]) == ("file", 1, False)
-    assert info["blake3"] == next(
-        i["hash"] for i in Repo.discover().ls() if i["path"] == "data/x/y.txt"
-    )
+    assert info["blake3"] == next(i.hash for i in Repo.discover().ls() if i.path == "data/x/y.txt")
     assert fs.find("data") == ["data/big.bin", "data/x/y.txt", "data/x/z/deep.txt"]
     assert fs.find("data", maxdepth=2, withdirs=True) == [
         "data",

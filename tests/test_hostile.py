@@ -376,49 +376,49 @@ def _under_another_id(_: Victim) -> Crafted:
 
 
 HOSTILE_MANIFESTS: dict[str, tuple[Callable[[Victim], Crafted], str, int]] = {
-    "dot-dot": (lambda v: crafted([bytes_row("../pwned", b"x")]), "unsafe path", 2),
-    "dot-dot-inside": (lambda v: crafted([bytes_row("sub/../../pwned", b"x")]), "unsafe path", 2),
+    "dot-dot": (lambda v: crafted([bytes_row("../pwned", b"x")]), "unsafe path", 4),
+    "dot-dot-inside": (lambda v: crafted([bytes_row("sub/../../pwned", b"x")]), "unsafe path", 4),
     "absolute": (
         lambda v: crafted([bytes_row(str(v.outside / "pwned"), b"x")]),
         "unsafe path",
-        2,
+        4,
     ),
-    "drive-letter": (lambda v: crafted([bytes_row("C:/pwned", b"x")]), "unsafe path", 2),
-    "backslash": (lambda v: crafted([bytes_row("..\\pwned", b"x")]), "unsafe path", 2),
-    "nul-byte": (lambda v: crafted([bytes_row("a\x00b", b"x")]), "unsafe path", 2),
-    "terminal-escape": (lambda v: crafted([bytes_row("a\x1b]0;pwned\x07", b"x")]), "unsafe", 2),
-    "dot-git": (lambda v: crafted([bytes_row(".git/config", b"x")]), "unsafe path", 2),
-    "dot-git-upper": (lambda v: crafted([bytes_row("sub/.GIT/hooks/x", b"x")]), "unsafe", 2),
-    "dot-git-hfs": (lambda v: crafted([bytes_row(".g\u200cit/config", b"x")]), "unsafe", 2),
-    "dot-git-ntfs-dot": (lambda v: crafted([bytes_row(".git./config", b"x")]), "unsafe", 2),
-    "dot-git-ntfs-space": (lambda v: crafted([bytes_row("sub/.git /hooks/x", b"x")]), "unsafe", 2),
-    "dot-git-ntfs-short": (lambda v: crafted([bytes_row("GIT~1/config", b"x")]), "unsafe", 2),
-    "dot-git-ntfs-stream": (lambda v: crafted([bytes_row(".git::$DATA/x", b"x")]), "unsafe", 2),
-    "temp-name": (lambda v: crafted([bytes_row(".a.cas-tmp-1-0123abcd", b"x")]), "unsafe", 2),
+    "drive-letter": (lambda v: crafted([bytes_row("C:/pwned", b"x")]), "unsafe path", 4),
+    "backslash": (lambda v: crafted([bytes_row("..\\pwned", b"x")]), "unsafe path", 4),
+    "nul-byte": (lambda v: crafted([bytes_row("a\x00b", b"x")]), "unsafe path", 4),
+    "terminal-escape": (lambda v: crafted([bytes_row("a\x1b]0;pwned\x07", b"x")]), "unsafe", 4),
+    "dot-git": (lambda v: crafted([bytes_row(".git/config", b"x")]), "unsafe path", 4),
+    "dot-git-upper": (lambda v: crafted([bytes_row("sub/.GIT/hooks/x", b"x")]), "unsafe", 4),
+    "dot-git-hfs": (lambda v: crafted([bytes_row(".g\u200cit/config", b"x")]), "unsafe", 4),
+    "dot-git-ntfs-dot": (lambda v: crafted([bytes_row(".git./config", b"x")]), "unsafe", 4),
+    "dot-git-ntfs-space": (lambda v: crafted([bytes_row("sub/.git /hooks/x", b"x")]), "unsafe", 4),
+    "dot-git-ntfs-short": (lambda v: crafted([bytes_row("GIT~1/config", b"x")]), "unsafe", 4),
+    "dot-git-ntfs-stream": (lambda v: crafted([bytes_row(".git::$DATA/x", b"x")]), "unsafe", 4),
+    "temp-name": (lambda v: crafted([bytes_row(".a.cas-tmp-1-0123abcd", b"x")]), "unsafe", 4),
     "file-and-folder": (
         lambda v: crafted([bytes_row("a", b"x"), bytes_row("a/b", b"y")]),
         "as a file and as a folder",
-        2,
+        4,
     ),
     "duplicate": (
         lambda v: crafted([bytes_row("a", b"x"), bytes_row("a", b"y")]),
         "duplicate paths",
-        2,
+        4,
     ),
     "unsorted": (
         lambda v: crafted([bytes_row("b", b"x"), bytes_row("a", b"y")]),
         "not sorted",
-        2,
+        4,
     ),
     "size-not-sum-of-chunks": (
         lambda v: crafted([("a", 100, hashing.digest(b"x"), False, ((hashing.digest(b"x"), 1),))]),
         "do not add up",
-        2,
+        4,
     ),
-    "empty-chunk": (_with_empty_chunks, "empty chunk", 2),
-    "null-chunk-id": (_with_null_chunk_id, "null values", 2),
-    "invalid-utf8": (_with_invalid_utf8, "not valid Parquet", 2),
-    "unknown-schema": (_with_extra_column, "unknown schema", 2),
+    "empty-chunk": (_with_empty_chunks, "empty chunk", 4),
+    "null-chunk-id": (_with_null_chunk_id, "null values", 4),
+    "invalid-utf8": (_with_invalid_utf8, "not valid Parquet", 4),
+    "unknown-schema": (_with_extra_column, "unknown schema", 4),
     "rows-hash-to-another-id": (_under_another_id, "corrupt", 4),
 }
 
@@ -512,7 +512,7 @@ def test_pointer_whose_totals_lie_is_refused(victim: Victim) -> None:
     rows["extra.bin"] = ("extra.bin", *rows["run.sh"][1:])  # same content, one more file
     manifest_id = store_manifest(victim, list(rows.values()), files=10**9, size=10**18)
     before = snapshot(victim.base)
-    line = one_line(cas(victim.root, "checkout", code=2).stderr)
+    line = one_line(cas(victim.root, "checkout", code=4).stderr)
     assert "says 1000000000 files" in line and f"holds {len(rows)} files" in line
     assert manifest_id in line
     assert_unchanged(before, victim)
@@ -827,7 +827,7 @@ def test_a_billion_row_manifest_is_refused_from_its_footer(fresh_victim: Victim)
     proc = subprocess.run(
         [*CAS, "pull"], cwd=victim.root, capture_output=True, text=True, preexec_fn=_limit_memory
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 4, proc.stderr  # an integrity failure
     line = one_line(proc.stderr)
     claimed = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
     assert claimed >= 10**9 and f"claims {claimed} rows" in line and bad_id in line

@@ -207,7 +207,7 @@ def test_a_user_file_that_only_looks_like_a_temp_file_is_data(proj: Path) -> Non
         write(proj / "data" / name, name)
     cas(proj, "add", "data")
     with Repo.discover(proj) as repo:
-        listed = {item["path"] for item in repo.ls(["data"])}
+        listed = {item.path for item in repo.ls(["data"])}
     assert {f"data/{n}" for n in names} <= listed
 
 
@@ -227,8 +227,8 @@ def test_single_file_target_names_fit_their_pointer(proj: Path) -> None:
 def _corrupt_chunk_of(root: Path, path: str) -> tuple[Path, int, bytes]:
     """Flip a byte of the chunk holding ``path``'s bytes in its pack; returns how to undo it."""
     with Repo.discover(root) as repo:
-        row = next(item for item in repo.ls(["data"]) if item["path"] == path)
-        loc = repo.objects.index[bytes.fromhex(row["hash"])]
+        row = next(item for item in repo.ls(["data"]) if item.path == path)
+        loc = repo.objects.index[bytes.fromhex(row.hash)]
         pack = repo.local.root / pack_key(loc.pack)
         offset = loc.offset
     os.chmod(pack, 0o644)

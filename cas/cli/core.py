@@ -59,7 +59,7 @@ def add(
 
         add_append_only_cli(targets, json_out)
         return
-    repo = Repo.discover()
+    repo = Repo.open()
     report(
         repo.add(
             targets, progress=RichProgress(), executor=executor, to_remote=to_remote, remote=remote
@@ -88,7 +88,7 @@ def status(
 
         status_remote(targets or [], remote_name, json_out, exit_code)
         return
-    results = Repo.discover().status(targets or [])
+    results = Repo.open().status(targets or [])
     if json_out:
         emit_json([asdict(r) for r in results])
     else:
@@ -122,7 +122,7 @@ def checkout(
 ) -> None:
     """Make the data equal to its pointers (of the worktree, or of --rev)."""
     report(
-        Repo.discover().checkout(targets or [], rev=rev, force=force, progress=RichProgress()),
+        Repo.open().checkout(targets or [], rev=rev, force=force, progress=RichProgress()),
         json_out,
         checked_out,
     )
@@ -136,7 +136,7 @@ def diff(
     exit_code: bool = EXIT_CODE,
 ) -> None:
     """Per-file changes between two revisions: added / modified / deleted, with sizes."""
-    changes = Repo.discover().diff(rev_a, rev_b, targets or [])
+    changes = Repo.open().diff(rev_a, rev_b, paths=targets or [])
     if json_out:
         emit_json([asdict(c) for c in changes])
     for c in [] if json_out else changes:
@@ -157,17 +157,17 @@ def ls(
 ) -> None:
     """BLAKE3, size and path of every tracked file, path last so any name parses (b3sum of a
     checked-out file matches the hash)."""
-    listing = Repo.discover().ls(targets or [], rev)
+    listing = Repo.open().ls(targets or [], rev=rev)
     if json_out:
-        emit_json(listing)
+        emit_json([asdict(item) for item in listing])
         return
     for item in listing:
-        say(f"{item['hash']}  {item['size']:>12}  {item['path']}")
+        say(f"{item.hash}  {item.size:>12}  {item.path}")
 
 
 def fsck(json_out: bool = JSON) -> None:
     """Re-hash every object in the local store; exit 1 on any corruption."""
-    result = Repo.discover().fsck()
+    result = Repo.open().fsck()
     if json_out:
         emit_json({**asdict(result), "ok": result.ok})
     else:

@@ -45,12 +45,9 @@ def create(
     json_out: bool = JSON,
 ) -> None:
     """Hash every file under URL into a new manifest; write POINTER and stage it."""
-    from cas.ops import corpus as corpus_op
-    from cas.ops.distribute import executor_for
-
-    repo = Repo.discover()
-    with executor_for(repo.config, executor) as cluster:
-        result = corpus_op.create(repo, pointer, url, glob, jobs, RichProgress(), cluster)
+    result = Repo.open().manifest_create(
+        pointer, url=url, glob=glob, jobs=jobs, executor=executor, progress=RichProgress()
+    )
     _report(result, json_out)
 
 
@@ -67,14 +64,15 @@ def append(
     json_out: bool = JSON,
 ) -> None:
     """Add the files under URL that the manifest lacks; refuse if recorded ones changed."""
-    from cas.ops import corpus as corpus_op
-    from cas.ops.distribute import executor_for
-
-    repo = Repo.discover()
-    with executor_for(repo.config, executor) as cluster:
-        result = corpus_op.append(
-            repo, pointer, url, glob, jobs, allow_removals, RichProgress(), cluster
-        )
+    result = Repo.open().manifest_append(
+        pointer,
+        url=url,
+        glob=glob,
+        jobs=jobs,
+        allow_removals=allow_removals,
+        executor=executor,
+        progress=RichProgress(),
+    )
     _report(result, json_out)
 
 
@@ -102,9 +100,9 @@ def verify(
     json_out: bool = JSON,
 ) -> None:
     """Re-hash all files (or a sample); exit 1 listing those that changed or vanished."""
-    from cas.ops import corpus as corpus_op
-
-    result = corpus_op.verify(Repo.discover(), pointer, sample, seed, jobs, rev, RichProgress())
+    result = Repo.open().manifest_verify(
+        pointer, sample=sample, seed=seed, jobs=jobs, rev=rev, progress=RichProgress()
+    )
     if json_out:
         emit_json({**asdict(result), "ok": result.ok})
     else:
@@ -124,7 +122,7 @@ def log(
     """Versions of a manifest, newest first: date, files and bytes added, totals."""
     from cas.ops import corpus as corpus_op
 
-    entries = corpus_op.log(Repo.discover(), pointer, rev)
+    entries = corpus_op.log(Repo.open(), pointer, rev)
     if json_out:
         emit_json(entries)
         return
@@ -140,7 +138,7 @@ def add_append_only_cli(targets: list[Path], json_out: bool) -> None:
     """``cas add --append-only``: called by core.add."""
     from cas.ops.append import add_append_only
 
-    repo = Repo.discover()
+    repo = Repo.open()
     report(
         [add_append_only(repo, repo.target(t), RichProgress()) for t in targets],
         json_out,

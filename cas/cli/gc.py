@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from typing import Any
 
 import typer
 
 from cas.cli.output import emit_json, human, say
 from cas.errors import UsageError
 from cas.ops import gc as gc_op
-from cas.ops.roots import Scope
 from cas.repo import Repo
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -45,19 +45,14 @@ def gc(
     """Delete objects no root reaches. Roots: HEAD, the index, the working tree, stash entries,
     linked worktrees, plus (default: branches and tags) the scope flags' commits. What other
     commits (any ref, reflog) reach is deleted locally only when a remote holds it."""
+    options: dict[str, Any] = {}  # no scope flag: the default scope, branches and tags
     if all_branches or all_tags or all_commits:
-        scope = Scope(all_branches, all_tags, all_commits)
-    else:
-        scope = Scope()
-    if remote and delete_unpushed:
-        raise UsageError("--delete-unpushed is for the local store; drop it or --remote")
-    repo = Repo.discover()
+        options.update(branches=all_branches, tags=all_tags, all_commits=all_commits)
     if remote:
-        result: gc_op.GcResult = gc_op.gc_remote(
-            repo, scope, remote, parse_duration(older_than), dry_run
-        )
-    else:
-        result = gc_op.gc(repo, scope, dry_run, delete_unpushed)
+        options["grace_seconds"] = parse_duration(older_than)
+    result = Repo.open().gc(
+        **options, dry_run=dry_run, delete_unpushed=delete_unpushed, remote=remote or None
+    )
     if json_out:
         emit_json(asdict(result))
         return

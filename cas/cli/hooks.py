@@ -35,7 +35,7 @@ def _tell(line: str) -> None:
 def install_hooks() -> None:
     """Install the pre-push, post-checkout, post-merge and pre-commit hooks and the *.cas merge
     driver (idempotent; keeps your own hooks and runs them first; honours core.hooksPath)."""
-    result = install_op.install(Repo.discover())
+    result = install_op.install(Repo.open())
     say(f"installed {', '.join(result.hooks)} in {result.folder}; merge driver for *.cas")
     for name in result.chained:
         say(f"kept your {name} hook as {name}{install_op.CHAINED}; it runs first")
@@ -43,7 +43,7 @@ def install_hooks() -> None:
 
 def uninstall_hooks() -> None:
     """Remove cas's hooks (restoring any they chained to) and the merge driver's config."""
-    result = install_op.uninstall(Repo.discover())
+    result = install_op.uninstall(Repo.open())
     say(f"removed {', '.join(result.hooks) or 'no cas hooks'} from {result.folder}")
     for name in result.chained:
         say(f"restored your {name} hook")
@@ -64,7 +64,7 @@ def pre_push(
         remote = os.environ.get("PRE_COMMIT_REMOTE_NAME", remote)
         lines = [f"HEAD {os.environ['PRE_COMMIT_TO_REF']} ref "
                  f"{os.environ.get('PRE_COMMIT_FROM_REF') or '0' * 40}"]  # fmt: skip
-    result = hooks_op.pre_push(Repo.discover(), remote, lines, RichProgress())
+    result = hooks_op.pre_push(Repo.open(), remote, lines, RichProgress())
     if result is None:
         return
     if result.packs or result.manifests or result.versions or result.segments:
@@ -92,20 +92,20 @@ def post_checkout(
 ) -> None:
     """Restore the data the new HEAD's pointers name (branch checkouts only)."""
     if os.environ.get("PRE_COMMIT_CHECKOUT_TYPE", branch) == "1":  # the pre-commit framework
-        _finish(hooks_op.restore(Repo.discover(), RichProgress()))
+        _finish(hooks_op.restore(Repo.open(), RichProgress()))
 
 
 @hook_app.command("post-merge")
 def post_merge(squash: str = typer.Argument("0", help="1 for a squash merge.")) -> None:
     """Restore the data the merged pointers name."""
-    _finish(hooks_op.restore(Repo.discover(), RichProgress()))
+    _finish(hooks_op.restore(Repo.open(), RichProgress()))
 
 
 @hook_app.command("pre-commit")
 def pre_commit(files: list[str] = typer.Argument(None, help="Ignored.")) -> None:
     """Refuse a staged pointer that is broken or names data the store lacks; warn about data
     changed but not re-added."""
-    _finish(hooks_op.pre_commit(Repo.discover()))
+    _finish(hooks_op.pre_commit(Repo.open()))
 
 
 @hook_app.command("merge")
@@ -118,7 +118,7 @@ def merge(
     """The *.cas merge driver: merge the datasets file by file; exit 1 on a conflict."""
     from cas.ops import merge as merge_op
 
-    repo = Repo.discover()
+    repo = Repo.open()
     shown = path or str(ours)
     try:
         result = merge_op.merge(

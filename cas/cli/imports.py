@@ -32,7 +32,7 @@ def dvc(
     remote."""
     from cas.ops.import_dvc import import_dvc
 
-    with Repo.discover() as repo:
+    with Repo.open() as repo:
         results = import_dvc(repo, records or (), RichProgress())
     if json_out:
         emit_json([asdict(r) for r in results])
@@ -55,7 +55,7 @@ def lfs(
     first; the files leave the Git index and their patterns leave .gitattributes."""
     from cas.ops.import_lfs import import_lfs
 
-    with Repo.discover() as repo:
+    with Repo.open() as repo:
         results = import_lfs(repo, patterns or (), RichProgress())
     if json_out:
         emit_json([asdict(r) for r in results])

@@ -96,7 +96,8 @@ def _wants_json(args: list[str]) -> bool:
 
 def json_error(cls: str, message: str, exit_code: int, fields: dict[str, Any]) -> str:
     """The one JSON object an error becomes under ``--json`` (shape: docs/cli.md): the class,
-    message and exit code, and the error's structured fields (a ConflictError's ``paths``)."""
+    message and exit code, and the error's structured fields: ``object_id``, ``path`` and
+    ``remote`` (null when the raise site did not know them), and a ConflictError's ``paths``."""
     body = {"class": cls, "message": message, "exit_code": exit_code}
     return json.dumps({"error": {**body, **fields}}, default=str)
 

@@ -41,7 +41,7 @@ def remote_add(
     default: bool = typer.Option(False, "--default", help="Make it the default remote."),
 ) -> None:
     """Add a remote to .cas/config (staged); the first remote becomes the default."""
-    repo = Repo.discover()
+    repo = Repo.open()
     remote_config.add(repo, name, url, default)
     is_default = remote_config.default_name(repo) == name
     say(f"added remote '{name}' ({url})" + (", the default" if is_default else ""))
@@ -50,7 +50,7 @@ def remote_add(
 @remote_app.command("list")
 def remote_list(json_out: bool = JSON) -> None:
     """Remotes with their options (secrets are never shown, only whether they are set)."""
-    repo = Repo.discover()
+    repo = Repo.open()
     default = remote_config.default_name(repo)
     rows = [
         {
@@ -88,7 +88,7 @@ def remote_modify(
     """Set an option of a remote; secrets (access_key_id, ...) only with --local."""
     if (value is None) != unset:
         raise UsageError("give a VALUE, or --unset to remove the option")
-    remote_config.modify(Repo.discover(), name, key, value, local)
+    remote_config.modify(Repo.open(), name, key, value, local)
     where = ".cas/config.local" if local else ".cas/config (staged)"
     say(f"{'unset' if unset else 'set'} {key} of remote '{name}' in {where}")
 
@@ -96,14 +96,14 @@ def remote_modify(
 @remote_app.command("default")
 def remote_default(name: str = typer.Argument(..., help="Remote name.")) -> None:
     """Make NAME the default remote (core.remote)."""
-    remote_config.set_default(Repo.discover(), name)
+    remote_config.set_default(Repo.open(), name)
     say(f"default remote: {name}")
 
 
 @remote_app.command("remove")
 def remote_remove(name: str = typer.Argument(..., help="Remote name.")) -> None:
     """Remove a remote from both config files (the remote's objects are not touched)."""
-    remote_config.remove(Repo.discover(), name)
+    remote_config.remove(Repo.open(), name)
     say(f"removed remote '{name}'")
 
 
@@ -119,9 +119,9 @@ def push(
     ),
 ) -> None:
     """Send what the pointers need and the remote lacks (packs, then manifests and versions)."""
-    result = transfer.push(
-        Repo.discover(), targets or [], rev or [], all_commits, remote, jobs, RichProgress(),
-        repair=repair,
+    result = Repo.open().push(
+        targets or [], revs=rev or [], all_commits=all_commits, remote=remote, jobs=jobs,
+        progress=RichProgress(), repair=repair,
     )  # fmt: skip
     if json_out:
         emit_json(asdict(result))
@@ -160,9 +160,10 @@ def fetch(
     ),
 ) -> None:
     """Bring the manifests and chunks the pointers need into the local store."""
-    result = transfer.fetch(
-        Repo.discover(), targets or [], [rev], path, remote, jobs, RichProgress(), repair
-    )
+    result = Repo.open().fetch(
+        targets or [], rev=rev, subpath=path, remote=remote, jobs=jobs, progress=RichProgress(),
+        repair=repair,
+    )  # fmt: skip
     if json_out:
         emit_json(asdict(result))
     else:
@@ -179,14 +180,15 @@ def pull(
     json_out: bool = JSON,
 ) -> None:
     """Fetch, then check out."""
-    fetched, checked = transfer.pull(
-        Repo.discover(), targets or [], rev, path, remote, jobs, force, RichProgress()
-    )
+    result = Repo.open().pull(
+        targets or [], rev=rev, subpath=path, remote=remote, jobs=jobs, force=force,
+        progress=RichProgress(),
+    )  # fmt: skip
     if json_out:
-        emit_json({"fetch": asdict(fetched), "checkout": [asdict(c) for c in checked]})
+        emit_json(asdict(result))
         return
-    say(_fetched(fetched))
-    for r in checked:
+    say(_fetched(result.fetch))
+    for r in result.checkout:
         say(checked_out(r))
 
 
@@ -204,7 +206,7 @@ def verify(
     """Exit 1 unless every object the pointers reach is on the remote (for CI)."""
     if not on_remote:
         raise UsageError("cas verify checks a remote: add --remote (the local store: 'cas fsck')")
-    result = transfer.verify(Repo.discover(), targets or [], rev or [], remote, deep, jobs)
+    result = Repo.open().verify(targets or [], revs=rev or [], remote=remote, deep=deep, jobs=jobs)
     if json_out:
         emit_json({**asdict(result), "ok": result.ok})
     else:
@@ -227,7 +229,7 @@ def verify(
 def status_remote(targets: list[Path], remote: str | None, json_out: bool, exit_code: bool) -> None:
     """``cas status --remote``: what is not pushed, and what is not fetched; with
     ``exit_code``, exit 1 if anything is either."""
-    results = transfer.remote_status(Repo.discover(), targets, remote)
+    results = Repo.open().remote_status(targets, remote=remote)
     if json_out:
         emit_json([asdict(r) for r in results])
     for r in [] if json_out else results:

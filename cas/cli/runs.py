@@ -57,7 +57,7 @@ def run(
     """Run COMMAND and record its code, data, config, environment, outputs and metrics."""
     from cas.runs.session import Options, Session
 
-    repo = Repo.discover()
+    repo = Repo.open()
     opts = Options(
         name=name,
         argv=list(command),
@@ -111,7 +111,7 @@ def runs(ctx: typer.Context, json_out: bool = JSON) -> None:
         return
     from cas.runs.catalog import open_synced
 
-    catalog = open_synced(Repo.discover())
+    catalog = open_synced(Repo.open())
     for problem in catalog.problems:
         _warn(problem)
     # Written directly, one run a line, as the catalog holds them: 10,000 runs decoded and
@@ -138,27 +138,11 @@ def runs(ctx: typer.Context, json_out: bool = JSON) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _record(repo: Repo, ref: str) -> tuple[str, dict]:
-    from cas import hashing
-    from cas.errors import UsageError
-    from cas.runs import record
-    from cas.runs.catalog import open_synced
-
-    catalog = open_synced(repo)
-    try:
-        run_id = catalog.resolve(ref)
-    except UsageError:
-        if not hashing.is_hex_id(ref):  # a whole id the catalog refused: say why, by name
-            raise
-        run_id = ref
-    return run_id, record.get(repo.local, run_id)
-
-
 @runs_app.command("show")
 def show(run_ref: str = typer.Argument(..., metavar="RUN", help="Id, id prefix, or name.")) -> None:
     """The whole record of RUN, as JSON."""
-    run_id, rec = _record(Repo.discover(), run_ref)
-    emit_json({"id": run_id, **rec})
+    found = Repo.open().run_show(run_ref)
+    emit_json({"id": found.id, **found.record})
 
 
 @runs_app.command("mlflow")
@@ -195,11 +179,10 @@ def diff(
 ) -> None:
     """Which of the four inputs differ between two runs, and how; metric deltas."""
     from cas.runs.compare import INPUTS
-    from cas.runs.compare import diff as diff_runs
 
-    repo = Repo.discover()
-    (id_a, a), (id_b, b) = _record(repo, run_a), _record(repo, run_b)
-    result = diff_runs(a, b)
+    compared = Repo.open().runs_diff(run_a, run_b)
+    (id_a, a), (id_b, b) = (compared.a.id, compared.a.record), (compared.b.id, compared.b.record)
+    result = compared.diff
     if json_out:
         emit_json(
             {
@@ -238,15 +221,12 @@ def repro(
 ) -> None:
     """Rerun RUN in a temporary worktree; exit 0 if its metrics reproduce, 1 if not, 10 if the
     rerun fails."""
-    from cas.runs import repro as repro_op
-
-    result = repro_op.repro(
-        Repo.discover(),
+    result = Repo.open().repro(
         run_ref,
-        rtol,
-        atol,
-        metric or [],
-        strict_env,
+        rtol=rtol,
+        atol=atol,
+        metric=metric or [],
+        strict_env=strict_env,
         say=(lambda _m: None) if json_out else say,
     )
     if json_out:

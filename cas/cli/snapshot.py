@@ -53,14 +53,14 @@ def snapshot_query_command(
     """Freeze a query's result as snapshots/NAME/<UTC time>.parquet and stage its pointer."""
     # imported here: pyarrow and the drivers must not slow down every other cas command
     from cas.repo import Repo
-    from cas.snapshot import DEFAULT_BATCH_ROWS, UnorderedQueryWarning, snapshot_query
+    from cas.snapshot import UnorderedQueryWarning
 
     text = _query_text(query, query_file)
-    repo = Repo.discover(Path.cwd())
+    repo = Repo.open()
     with warnings.catch_warnings():
         # printed below from info.warnings, once, in the CLI's own format
         warnings.simplefilter("ignore", UnorderedQueryWarning)
-        info = snapshot_query(repo, text, source, name, batch_rows=batch_rows or DEFAULT_BATCH_ROWS)
+        info = repo.snapshot_query(text, source=source, name=name, batch_rows=batch_rows)
     for message in info.warnings:
         print(f"cas: warning: {message}", file=sys.stderr)
     if json_out:
@@ -80,12 +80,11 @@ def snapshots_command(
 ) -> None:
     """List the snapshots of NAME, oldest first: time, rows, size, content hash, query."""
     from cas.repo import Repo
-    from cas.snapshot import list_snapshots
 
-    repo = Repo.discover(Path.cwd())
+    repo = Repo.open()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        infos = list_snapshots(Path(repo.root), name)
+        infos = repo.snapshots(name)
     for warning in caught:
         print(f"cas: warning: {warning.message}", file=sys.stderr)
     if json_out:

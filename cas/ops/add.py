@@ -63,7 +63,7 @@ def working_entries(
     except FileNotFoundError:
         if missing_ok:
             return None, Listing()
-        raise PathError(f"{target.path} does not exist; check the path") from None
+        raise PathError(f"{target.path} does not exist; check the path", path=target.path) from None
     if stat.S_ISDIR(st.st_mode):
         return "dir", scan(path, target.path)
     if stat.S_ISREG(st.st_mode):
@@ -81,7 +81,9 @@ def file_path(repo: Repo, target: Target, kind: str, rel: str) -> str:
 def refuse_git_tracked(repo: Repo, target: Target) -> None:
     """Data Git already tracks would be versioned twice (and its ignore rule would not apply)."""
     if repo.git.is_tracked(target.path):
-        raise PathError(f"{target.path} is tracked by Git; run: {git_rm_cached(target.path)}")
+        raise PathError(
+            f"{target.path} is tracked by Git; run: {git_rm_cached(target.path)}", path=target.path
+        )
 
 
 def unfinished_checkout(repo: Repo, target: Target) -> ConflictError | None:

@@ -64,7 +64,8 @@ def _no_subtree(target: Target, subpath: str, rev: str | None) -> PathError:
     where = f"{rev}:{target.pointer}" if rev else target.pointer
     return PathError(
         f"{target.path}/{subpath}: no tracked file there or below in {where}; "
-        f"'cas ls {target.pointer}' lists the tracked paths"
+        f"'cas ls {target.pointer}' lists the tracked paths",
+        path=f"{target.path}/{subpath}",
     )
 
 

@@ -195,11 +195,15 @@ def download_meta(
             versions.verify_segment_file(tmp, obj.id, obj.kind)
     except KeyError:
         tmp.unlink(missing_ok=True)
-        raise ObjectMissingError(f"{obj} is not on {store.label}") from None
+        raise ObjectMissingError(
+            f"{obj} is not on {store.label}", object_id=obj.id, remote=store.remote
+        ) from None
     except (CorruptObjectError, ManifestError) as err:
         tmp.unlink(missing_ok=True)
         raise type(err)(
-            f"{obj.key} on {store.label} was refused, nothing was stored: {err}"
+            f"{obj.key} on {store.label} was refused, nothing was stored: {err}",
+            object_id=obj.id,
+            remote=store.remote,
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -457,7 +461,9 @@ def _repair_remote(
         if not sound:
             raise CorruptObjectError(
                 f"{problem.object} on remote '{spec.name}' is damaged and this clone holds no "
-                f"sound copy; {REMOTE_REPAIR}"
+                f"sound copy; {REMOTE_REPAIR}",
+                object_id=object_id,
+                remote=spec.name,
             )
         store.put_file(problem.object, path)
         traffic.count(path.stat().st_size)
@@ -559,7 +565,9 @@ def fetch(
             except ObjectMissingError:
                 raise ObjectMissingError(
                     f"{obj} that {missing[obj]} needs is not on remote '{spec.name}'; "
-                    "push it from the clone that added it"
+                    "push it from the clone that added it",
+                    object_id=obj.id,
+                    remote=spec.name,
                 ) from None
 
         map_jobs(get, missing, jobs)
@@ -840,7 +848,9 @@ def pull(
         paths = [repo.root / t.pointer for t in repo.targets(targets, rev)] if targets else []
     # with several targets, --path may name a subtree only some of them hold
     several = len(paths) > 1
-    checked = repo.checkout(paths, rev, force, progress, subtree_required=not several)
+    checked = repo.checkout(
+        paths, rev=rev, force=force, progress=progress, subtree_required=not several
+    )
     return fetched, checked
 
 

@@ -121,6 +121,7 @@ class FsspecStore:
         label: str | None = None,
         hints: Mapping[str, str] | None = None,
         attempts: int = ATTEMPTS,
+        remote: str | None = None,
     ) -> None:
         import fsspec
         from fsspec.implementations.local import LocalFileSystem
@@ -129,6 +130,7 @@ class FsspecStore:
         self.fs, root = fsspec.core.url_to_fs(self.url, **dict(storage_options or {}))
         self.root = root.rstrip("/")
         self.label = label or self.url
+        self.remote = remote  # the remote's name, for the errors' ``remote`` field
         self.hints = {**DEFAULT_HINTS, **(hints or {})}
         self.attempts = attempts
         self.atomic_puts = not isinstance(self.fs, LocalFileSystem)
@@ -138,12 +140,15 @@ class FsspecStore:
         code = _error_code(err)
         detail = f" ({code})" if code else ""
         if kind in self.hints:
-            return StorageError(self.hints[kind].format(url=self.url) + detail)
-        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+            failure = StorageError(self.hints[kind].format(url=self.url) + detail)
+        elif isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
             # a full or read-only disk (the local store's on a download): say so, with the fix
-            return storage_error(err, f"{what} on {self.label} failed")
-        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-        return StorageError(f"{what} on {self.label} failed: {reason}{detail}")
+            failure = storage_error(err, f"{what} on {self.label} failed")
+        else:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            failure = StorageError(f"{what} on {self.label} failed: {reason}{detail}")
+        failure.remote = self.remote
+        return failure
 
     def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` with retries; a missing key becomes ``KeyError(key)``."""
