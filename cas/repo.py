@@ -118,6 +118,15 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class MlflowCopy:
+    """:meth:`Repo.runs_to_mlflow`: a cas run and the MLflow run holding its copy."""
+
+    id: str
+    mlflow_run: str
+    logged: bool  # False: MLflow held it already
+
+
+@dataclass(frozen=True)
 class RunsDiff:
     """:meth:`Repo.runs_diff`: the two runs and how their inputs and metrics differ."""
 
@@ -677,6 +686,18 @@ class Repo:
 
         a, b = self.run_show(run_a), self.run_show(run_b)
         return RunsDiff(a, b, diff(a.record, b.record))
+
+    def runs_to_mlflow(self, refs: Sequence[str] = ()) -> list[MlflowCopy]:
+        """Copy recorded runs (``refs``; default every finished one) to the MLflow tracking
+        URI, each once: those MLflow already holds are found by their ``cas.run_id`` tag."""
+        from cas.runs import record, tracker
+
+        if refs:
+            found = [self.run_show(ref) for ref in refs]
+        else:  # a killed run has no record: nothing to copy
+            found = [RunRecord(r.id, record.get(self.local, r.id)) for r in self.runs() if r.id]
+        copies = tracker.export(self.config, self.root, [(r.id, r.record) for r in found])
+        return [MlflowCopy(*copy) for copy in copies]
 
     def repro(
         self,

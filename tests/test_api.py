@@ -86,6 +86,7 @@ SIGNATURES = {
     "runs": "(self) -> 'list[RunSummary]'",
     "run_show": "(self, ref: 'str') -> 'RunRecord'",
     "runs_diff": "(self, run_a: 'str', run_b: 'str') -> 'RunsDiff'",
+    "runs_to_mlflow": "(self, refs: 'Sequence[str]' = ()) -> 'list[MlflowCopy]'",
     "repro": "(self, ref: 'str', *, rtol: 'float | None' = None, atol: 'float | None' = None, "
     "metric: 'Sequence[str]' = (), strict_env: 'bool' = False, "
     "say: 'Callable[[str], None]' = <built-in function print>) -> 'ReproResult'",

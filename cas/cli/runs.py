@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -152,23 +153,13 @@ def to_mlflow(
 ) -> None:
     """Copy recorded runs to MLflow (those not there yet): for runs MLflow missed, or a
     teammate's fetched runs."""
-    from cas.runs import tracker
-    from cas.runs.catalog import open_synced
-
-    repo = Repo.discover()
-    if run_refs:
-        records = [_record(repo, ref) for ref in run_refs]
-    else:
-        from cas.runs import record
-
-        rows = open_synced(repo).rows()  # a killed run has no record: nothing to copy
-        records = [(r["id"], record.get(repo.local, r["id"])) for r in rows if r["id"]]
-    results = tracker.export(repo.config, repo.root, records)
+    results = Repo.open().runs_to_mlflow(run_refs or ())
     if json_out:
-        emit_json([{"id": i, "mlflow_run": m, "logged": new} for i, m, new in results])
+        emit_json([asdict(copy) for copy in results])
         return
-    for run_id, mlflow_id, new in results:
-        say(f"{run_id[:12]} {'logged as' if new else 'already in MLflow as'} {mlflow_id}")
+    for copy in results:
+        done = "logged as" if copy.logged else "already in MLflow as"
+        say(f"{copy.id[:12]} {done} {copy.mlflow_run}")
 
 
 @runs_app.command("diff")
