@@ -232,7 +232,7 @@ def write_merged(
     fd: int,
     old: MergedIndex | None,
     old_live: Sequence[bool],
-    new: Sequence[tuple[str, bytes]],
+    new: Sequence[tuple[str, bytes | memoryview]],
 ) -> None:
     """Write to ``fd`` the index of ``old``'s live packs plus ``new`` packs, given as (pack id,
     index file body: the trailer entries). Streams ``old`` in blocks of _BLOCK entries, so the

@@ -444,7 +444,14 @@ def checked_index(
     data: bytes | memoryview, pack_id: str, where: str, fix: str
 ) -> list[tuple[bytes, int, int]]:
     """The entries of an index file, if it is the trailer of pack ``pack_id``; else
-    CorruptObjectError naming ``where`` and ``fix``. The one check of every index file, local
+    CorruptObjectError naming ``where`` and ``fix`` (see :func:`checked_body`)."""
+    return decode_entries(checked_body(data, pack_id, where, fix), where)
+
+
+def checked_body(data: bytes | memoryview, pack_id: str, where: str, fix: str) -> memoryview:
+    """The entries of an index file as its bytes (what :func:`cas.chunkindex.write_merged`
+    takes, with no decoding), if it is the trailer of pack ``pack_id``; else CorruptObjectError
+    naming ``where`` and ``fix``. The one check of every index file, local
     (:meth:`ObjectStore.pack_entries`) or remote: a pack id is BLAKE3 of its trailer, and an index
     file is ``INDEX_MAGIC`` + the trailer's entries, so one hash of the file (44 bytes a chunk,
     ~25 ms of CPU for 1,000,000 chunks) proves every chunk id, offset and length in it. A chunk
@@ -458,7 +465,7 @@ def checked_index(
     hasher.update(_TAIL.pack(len(body) // _ENTRY.size, PACK_MAGIC))
     if hasher.digest().hex() != pack_id:
         raise CorruptObjectError(f"{where} does not match pack {pack_id}; {fix}")
-    return decode_entries(body, where)
+    return body
 
 
 def verified_trailer(
@@ -649,6 +656,62 @@ class PackWriter:
         self.sealed.append(pack_id)
 
 
+def open_merged(local: LocalStore, key: str) -> tuple[MergedIndex | None, bool]:
+    """The merged index file at ``key``, mapped; (None, True) if it is damaged, (None, False) if
+    absent. One of a version this cas does not know is refused. The one reader of both merged
+    indexes: the local store's and the cached ones of remotes (:mod:`cas.ops.remote_index`)."""
+    from cas.chunkindex import MergedIndex, NewerIndexError
+
+    path = local.path(key)
+    try:
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        return None, False
+    except ValueError:  # an empty file cannot be mapped
+        return None, True
+    except OSError as err:
+        raise storage_error(err, f"cannot read {path}") from err
+    try:
+        return MergedIndex(memoryview(mapped), str(path), mapped), False
+    except NewerIndexError:
+        raise
+    except CorruptObjectError:
+        return None, True
+
+
+def write_index_file(
+    local: LocalStore,
+    key: str,
+    merged: MergedIndex | None,
+    live: Sequence[bool],
+    bodies: Sequence[tuple[str, bytes | memoryview]],
+) -> MergedIndex:
+    """Write the merged index of ``merged``'s live packs plus ``bodies`` (pack id, verified
+    index entries) to ``key``: a temp file, fsync if configured, then a rename, so a kill -9
+    leaves the old file or the new one, never a part. Returns the new file, mapped."""
+    from cas.chunkindex import write_merged
+
+    tmp = local.temp_path()
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            write_merged(fd, merged, live, bodies)
+            if local.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(err, f"cannot write the chunk index to {local.root}") from err
+    local.put_file(key, tmp)
+    fresh, damaged = open_merged(local, key)
+    if fresh is None or damaged:
+        raise CorruptObjectError(f"the chunk index just written to {local.path(key)} is "
+                                 "unreadable; delete it and rerun")  # fmt: skip
+    return fresh
+
+
 class Staging(Protocol):
     """Where ``cas add --to-remote`` sends sealed packs (:class:`cas.ops.transfer.Staging`)."""
 
@@ -707,26 +770,7 @@ class ObjectStore:
         return index
 
     def _open_merged(self) -> tuple[MergedIndex | None, bool]:
-        """The merged index, mapped; (None, True) if it is damaged, (None, False) if absent.
-        One of a version this cas does not know is refused."""
-        from cas.chunkindex import MergedIndex, NewerIndexError
-
-        path = self.local.path(MERGED_INDEX_KEY)
-        try:
-            with open(path, "rb") as f:
-                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except FileNotFoundError:
-            return None, False
-        except ValueError:  # an empty file cannot be mapped
-            return None, True
-        except OSError as err:
-            raise storage_error(err, f"cannot read {path}") from err
-        try:
-            return MergedIndex(memoryview(mapped), str(path), mapped), False
-        except NewerIndexError:
-            raise
-        except CorruptObjectError:
-            return None, True
+        return open_merged(self.local, MERGED_INDEX_KEY)
 
     def _merge(
         self,
@@ -753,25 +797,7 @@ class ObjectStore:
             except (CorruptObjectError, ObjectMissingError):
                 continue  # its chunks count as absent (see pack_entries)
             bodies.append((pack_id, encode_entries(entries)))
-        from cas.chunkindex import write_merged
-
-        tmp = self.local.temp_path()
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                write_merged(fd, merged, live, bodies)
-                if self.local.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise storage_error(err, f"cannot write the chunk index to {self.local.root}") from err
-        self.local.put_file(MERGED_INDEX_KEY, tmp)
-        fresh, damaged = self._open_merged()
-        if fresh is None or damaged:
-            raise CorruptObjectError(f"the chunk index just written to {self.local.root} is "
-                                     "unreadable; delete it and rerun")  # fmt: skip
+        fresh = write_index_file(self.local, MERGED_INDEX_KEY, merged, live, bodies)
         return fresh, [True] * len(fresh.packs)
 
     def pack_entries(self, pack_id: str) -> list[tuple[bytes, int, int]]:

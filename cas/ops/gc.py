@@ -162,7 +162,7 @@ def gc(
             history.keys = {k for k in history.keys - live.keys if local.exists(k)}
             history.chunks = (history.chunks - live.chunks) & owner.keys()
         if missing or history.keys or history.chunks:
-            pushed = _remote_holdings(repo, result)
+            pushed = _remote_holdings(repo, result, missing | history.chunks)
             unpushed = _Live(history.keys - pushed.keys, history.chunks - pushed.chunks)
             result.kept_unpushed = len(unpushed.keys) + len(unpushed.chunks)
             live.keys |= unpushed.keys
@@ -212,22 +212,24 @@ def gc(
     return result
 
 
-def _remote_holdings(repo: Repo, result: GcResult) -> _Live:
-    """Every metadata key and chunk that some configured remote holds, from one listing per
-    prefix (and its index files, verified). A remote that cannot be read holds nothing here,
-    so gc keeps more; it is named in ``result.remote_errors``."""
+def _remote_holdings(repo: Repo, result: GcResult, chunks: set[bytes]) -> _Live:
+    """Every metadata key that some configured remote holds, and which of ``chunks`` (those gc
+    would drop or lacks) one does: one listing per prefix, and each remote's chunk index asked
+    about these chunks only. A remote that cannot be read holds nothing here, so gc keeps
+    more; it is named in ``result.remote_errors``."""
     held = _Live()
     for name, spec in remote_config.remotes(repo).items():
         try:
             view = RemoteView(repo, spec.open(), Traffic(), (*PREFIXES, "packs", "index"))
-            chunks = view.chunks(DEFAULT_JOBS)
+            asked = chunks - held.chunks
+            lacking = view.index(DEFAULT_JOBS).missing(asked) if asked else set()
         except CasError as err:
             result.remote_errors.append(f"remote '{name}': {err}")
             continue
         held.keys.update(manifest_key(i) for i in view.manifests)
         held.keys.update(version_key(i) for i in view.versions)
         held.keys.update(segment_key(i) for i in view.segments)
-        held.chunks.update(c for c, loc in chunks.items() if loc.pack in view.packs)
+        held.chunks.update(asked - lacking)
     return held
 
 

@@ -47,7 +47,9 @@ from cas.objects import (
     INDEX_MAGIC,
     Location,
     PackReader,
+    checked_body,
     checked_index,
+    decode_entries,
     encode_entries,
     index_key,
     pack_key,
@@ -63,6 +65,7 @@ from cas.ops.needs import (
     require_local,
     root_of,
 )
+from cas.ops.remote_index import RemoteIndex, remote_index
 from cas.parallel import bounded_map
 from cas.progress import Progress, Silent
 
@@ -231,7 +234,7 @@ class RemoteView:
         self.indexes: set[str] = set()
         self.has_layout = self._check_layout()
         self.list(what)
-        self._chunks: dict[bytes, Location] | None = None
+        self._index: RemoteIndex | None = None
 
     def list(self, what: Sequence[str]) -> None:
         """List these prefixes (``manifests``, ``versions``, ``segments``, ``packs``,
@@ -271,37 +274,44 @@ class RemoteView:
             )
         return True
 
-    def chunks(self, jobs: int) -> dict[bytes, Location]:
-        """chunk id -> location in a remote pack, from every remote index file. The pack of a
-        location may be missing (an interrupted push, a deleted object): check ``packs``. Index
-        files of packs the local store holds are read locally (same pack
-        id, same bytes); others come from the cache or are downloaded and verified once."""
-        if self._chunks is None:
-            complete = sorted(self.indexes)
-            found: dict[bytes, Location] = {}
-            for pack_id, entries in map_jobs(lambda p: (p, self.index_of(p)), complete, jobs):
-                for cid, off, length in entries:
-                    found[cid] = Location(pack_id, off, length)
-            self._chunks = found
-        return self._chunks
+    def index(self, jobs: int) -> RemoteIndex:
+        """Which remote pack holds a chunk, asked in batches about the chunks a command handles:
+        the remote's cached chunk index (:mod:`cas.ops.remote_index`), brought level with the
+        listing of ``index/`` (list it, and ``packs/``, first). Index files of packs listed since
+        the last command come from the local store or are downloaded, ``jobs`` at a time, and
+        verified once; an up-to-date cache downloads nothing."""
+        if self._index is None:
+
+            def bodies(packs: list[str]) -> Iterable[tuple[str, memoryview]]:
+                return bounded_map(lambda p: (p, self.index_body(p)), packs, workers=jobs,
+                                   window=2 * max(1, jobs))  # fmt: skip
+
+            self._index = remote_index(self.repo.local, self.store.url, self.indexes,
+                                       self.packs, bodies)  # fmt: skip
+        return self._index
 
     def index_of(self, pack_id: str) -> list[tuple[bytes, int, int]]:
-        """A remote pack's entries: from a local index file of the same pack id or the cache
-        of remote index files when one passes the check, else downloaded, checked and cached."""
+        """A remote pack's entries (see :meth:`index_body`)."""
+        return decode_entries(self.index_body(pack_id), index_key(pack_id))
+
+    def index_body(self, pack_id: str) -> memoryview:
+        """A remote pack's index entries: from a local index file of the same pack id or the
+        cache of remote index files when one passes the check, else downloaded, checked and
+        cached."""
         local = self.repo.local
         for key in (index_key(pack_id), f"{REMOTE_INDEX_CACHE}/{pack_id}"):
             try:
-                return checked_index(local.get(key), pack_id, key, "")
+                return checked_body(local.get(key), pack_id, key, "")
             except (KeyError, CorruptObjectError):
                 continue  # a damaged local copy: the remote's file decides
         data = self.store.get(index_key(pack_id))
         self.traffic.count(len(data))
-        entries = checked_index(data, pack_id, f"{index_key(pack_id)} on {self.store.label}",
-                                REMOTE_REPAIR)  # fmt: skip
+        body = checked_body(data, pack_id, f"{index_key(pack_id)} on {self.store.label}",
+                            REMOTE_REPAIR)  # fmt: skip
         cached = f"{REMOTE_INDEX_CACHE}/{pack_id}"
         local.delete(cached)  # a damaged cached copy is replaced
         local.put_bytes(cached, data)
-        return entries
+        return body
 
 
 def map_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> list[R]:
@@ -369,12 +379,8 @@ def push(
                     uncovered.setdefault(cid, where[obj])
         if uncovered and (view.packs - set(repo.objects.pack_ids())):
             # After a partial pull, a chunk may be on the remote in a pack this clone lacks.
-            remote_chunks = view.chunks(jobs)
-            uncovered = {
-                c: w
-                for c, w in uncovered.items()
-                if c not in remote_chunks or remote_chunks[c].pack not in view.packs
-            }
+            lacking = view.index(jobs).missing(uncovered)
+            uncovered = {c: w for c, w in uncovered.items() if c in lacking}
         absent = [(c, w) for c, w in uncovered.items() if c not in local_index]
         if absent:
             cid, need = absent[0]
@@ -513,11 +519,11 @@ class Staging:
         view = RemoteView(repo, self.store, self.traffic, ("packs", "index"))
         if not view.has_layout:
             self.store.put_bytes(LAYOUT_KEY, LAYOUT)
-        self._chunks = {c for c, loc in view.chunks(jobs).items() if loc.pack in view.packs}
+        self._remote = view.index(jobs)
         self.packs = 0
 
     def has_chunk(self, chunk_id: bytes) -> bool:
-        return chunk_id in self._chunks
+        return chunk_id in self._remote
 
     def upload(self, pack_id: str, path: Path) -> None:
         _sent, index = send_local_pack(self.store, path, pack_id, True, True, self.traffic)
@@ -638,10 +644,8 @@ def _fetch_chunks(
     """``replace``: the chunks are in the local index but in a damaged pack, so new copies are
     stored although the index knows them."""
     view = RemoteView(repo, store, traffic, ("packs", "index"))
-    remote_chunks = view.chunks(jobs)
-    unknown = [
-        c for c in missing if c not in remote_chunks or remote_chunks[c].pack not in view.packs
-    ]
+    remote_chunks = view.index(jobs).locate(missing)
+    unknown = [c for c in missing if c not in remote_chunks]
     if unknown:
         raise ObjectMissingError(
             f"{len(unknown)} chunks that {needed_by(unknown[0])} needs (e.g. {unknown[0].hex()}) "
@@ -651,9 +655,8 @@ def _fetch_chunks(
     for cid in missing:
         loc = remote_chunks[cid]
         by_pack[loc.pack].append((cid, loc))
-    pack_bytes: dict[str, int] = defaultdict(int)
-    for loc in remote_chunks.values():
-        pack_bytes[loc.pack] += loc.length
+    # the chunk bytes of each pack a chunk comes from (its index file, kept locally)
+    pack_bytes = {p: sum(n for _c, _o, n in view.index_of(p)) for p in by_pack}
     wanted = {p: sum(loc.length for _, loc in items) for p, items in by_pack.items()}
     whole = [p for p in sorted(by_pack) if wanted[p] >= WHOLE_PACK_SHARE * pack_bytes[p]]
     ranges = [r for p in sorted(by_pack) if p not in whole for r in _coalesce(by_pack[p])]
@@ -902,7 +905,7 @@ def verify(
             if found:
                 report(obj.key, found, where)
 
-    remote_chunks = view.chunks(jobs)
+    remote_index = view.index(jobs)
     local_index = repo.objects.index
     used_packs: set[str] = set()
     reached: dict[str, list[MetaObject]] = {}  # pointer -> the objects its walk could read
@@ -920,13 +923,16 @@ def verify(
         result.manifests += manifests
         result.versions += versions
         result.segments += segments
+        held = remote_index.locate(chunks)
+        unheld = remote_index.locate((c for c in chunks if c not in held), listed=True)
         for cid in chunks:
             result.chunks += 1
-            loc = remote_chunks.get(cid)
-            if loc is not None and loc.pack in view.packs:
+            loc = held.get(cid)
+            if loc is not None:
                 used_packs.add(loc.pack)
                 continue
             local = local_index.get(cid)
+            loc = unheld.get(cid)  # an index file names it, but its pack is not listed
             if loc is not None:
                 report(pack_key(loc.pack), "missing (its index file is there)", need.where)
             elif local is not None:
@@ -936,9 +942,8 @@ def verify(
     if deep:
         users: dict[str, list[str]] = defaultdict(list)
         for where, objects in reached.items():
-            for cid in chunks_of(repo, objects):
-                loc = remote_chunks.get(cid)
-                if loc is not None and loc.pack in used_packs and where not in users[loc.pack]:
+            for loc in remote_index.locate(chunks_of(repo, objects)).values():
+                if where not in users[loc.pack]:
                     users[loc.pack].append(where)
 
         def check_pack(pack_id: str) -> str | None:
