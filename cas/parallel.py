@@ -17,6 +17,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 WORKERS = min(4, os.cpu_count() or 1)
+#: Requests in flight to a remote (--jobs): network-bound, so more than the cores.
+TRANSFER_JOBS = 8
 
 
 def bounded_map(

@@ -31,31 +31,26 @@ from cas.config import Config, write_default
 from cas.errors import NotARepoError, PathError, UsageError
 from cas.gitio import GitRepo, gitignore_pattern, main_worktree
 from cas.objects import ObjectStore
-from cas.ops import add as add_op
-from cas.ops import checkout as checkout_op
-from cas.ops import diff as diff_op
-from cas.ops import fsck as fsck_op
-from cas.ops import status as status_op
-from cas.ops.add import AddResult
-from cas.ops.checkout import CheckoutResult
-from cas.ops.compare import FileChange, expected_rows
-from cas.ops.fsck import FsckResult
-from cas.ops.status import TargetStatus
-from cas.ops.transfer import DEFAULT_JOBS
+from cas.parallel import TRANSFER_JOBS as DEFAULT_JOBS
 from cas.progress import Progress
 from cas.rows import CONTROL, is_dotgit
 from cas.state import CheckoutMarks, StatCache
 from cas.store.local import LocalStore
 from cas.workspace import NAME_MAX, write_atomic
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the operations are imported by the methods that run them: start-up
     from concurrent.futures import Executor
 
     import pyarrow as pa
 
+    from cas.ops.add import AddResult
+    from cas.ops.checkout import CheckoutResult
+    from cas.ops.compare import FileChange
     from cas.ops.corpus import CorpusResult
     from cas.ops.corpus import VerifyResult as ManifestVerifyResult
+    from cas.ops.fsck import FsckResult
     from cas.ops.gc import GcResult
+    from cas.ops.status import TargetStatus
     from cas.ops.transfer import FetchResult, PushResult, RemoteStatus, VerifyResult
     from cas.runs.compare import RunDiff
     from cas.runs.repro import ReproResult
@@ -397,6 +392,8 @@ class Repo:
         ``to_remote``: new chunks go to ``remote`` (default: the default remote) instead of the
         local store, which keeps only the manifests (docs/remotes.md, "add --to-remote"); it
         hashes in this process."""
+        from cas.ops import add as add_op
+
         if not paths:
             raise UsageError("name at least one folder or file to add")
         if remote is not None and not to_remote:
@@ -415,6 +412,8 @@ class Repo:
             return [add_op.add(self, t, progress, cluster) for t in targets]
 
     def status(self, paths: Sequence[str | Path] = ()) -> list[TargetStatus]:
+        from cas.ops import status as status_op
+
         return [status_op.status(self, t) for t in self.targets(paths)]
 
     def remote_status(
@@ -438,6 +437,8 @@ class Repo:
         """Restore data. A path inside a tracked folder (``data/images``) checks out only that
         subtree, which must hold a tracked file unless not ``subtree_required`` (``cas pull
         --path`` over several targets, only some of which hold it)."""
+        from cas.ops import checkout as checkout_op
+
         results = []
         for target, subpath in self._split_subpaths(paths, rev):
             results.append(
@@ -449,6 +450,8 @@ class Repo:
         self, rev_a: str = "HEAD", rev_b: str | None = None, *, paths: Sequence[str | Path] = ()
     ) -> list[FileChange]:
         """Per-file changes from ``rev_a`` to ``rev_b`` (None: the worktree pointers)."""
+        from cas.ops import diff as diff_op
+
         if paths:
             targets = self.targets(paths)
         else:
@@ -460,6 +463,8 @@ class Repo:
     def ls(self, paths: Sequence[str | Path] = (), *, rev: str | None = None) -> list[LsEntry]:
         """Every file of the targets (at ``rev``, else the worktree pointers), sorted by path
         within each target. A corpus's files are named by their URL."""
+        from cas.ops.compare import expected_rows
+
         listing = []
         for t in self.targets(paths, rev):
             ptr = self.read_pointer(t, rev)
@@ -480,6 +485,8 @@ class Repo:
         return listing
 
     def fsck(self) -> FsckResult:
+        from cas.ops import fsck as fsck_op
+
         return fsck_op.fsck(self)
 
     # -- remotes -----------------------------------------------------------------------------
