@@ -506,3 +506,11 @@ def test_a_git_tree_with_dotdot_entries_is_one_line(proj: Path) -> None:
         assert "'../x.cas'" in line and "Git refuses" in line
     assert tree(proj) == before
     assert not (proj.parent / "x").exists()
+
+
+@pytest.mark.parametrize("name", ["x:cat:y", "[red]z", "a[/b]c"])
+def test_names_are_printed_as_they_are(proj: Path, name: str) -> None:
+    """rich's console would print ``:cat:`` as an emoji and take ``[red]`` as markup."""
+    write(proj / name / "f.txt", "f")
+    assert cas(proj, "add", name).stdout.startswith(f"{name}.cas: 1 files")
+    assert f"{name}.cas: unchanged\n" in cas(proj, "status").stdout.splitlines(keepends=True)

@@ -10,7 +10,6 @@ import typer
 
 from cas.cli.output import emit_json, human, say
 from cas.errors import UsageError
-from cas.ops import gc as gc_op
 from cas.repo import Repo
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -45,6 +44,8 @@ def gc(
     """Delete objects no root reaches. Roots: HEAD, the index, the working tree, stash entries,
     linked worktrees, plus (default: branches and tags) the scope flags' commits. What other
     commits (any ref, reflog) reach is deleted locally only when a remote holds it."""
+    from cas.ops.gc import RemoteGcResult
+
     options: dict[str, Any] = {}  # no scope flag: the default scope, branches and tags
     if all_branches or all_tags or all_commits:
         options.update(branches=all_branches, tags=all_tags, all_commits=all_commits)
@@ -66,7 +67,7 @@ def gc(
         + f": {human(result.bytes_freed)} freed; kept what {result.roots} pointers need"
         + (left if result.bytes_left else "")
     )
-    if isinstance(result, gc_op.RemoteGcResult) and (result.marked or result.young):
+    if isinstance(result, RemoteGcResult) and (result.marked or result.young):
         say(
             f"  {result.marked} unused objects marked: a gc after {older_than} deletes them if "
             f"still unused; {result.young} younger than {older_than} kept"

@@ -8,18 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
     from cas.ops.checkout import CheckoutResult
 
 
@@ -30,10 +22,21 @@ class State:
 
 
 state = State()
-# markup=False: what cas prints holds file names, and "[/b]" or "[red]" is a legal one (rich would
-# raise MarkupError on the first and swallow the second).
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, markup=False)
+_consoles: dict[bool, Console] = {}
+
+
+def console(stderr: bool = False) -> Console:
+    """rich's console for stdout (or stderr), made on first use: importing rich is a tenth of
+    a command's start-up. What cas prints holds file names, and "[/b]", "[red]" and ":cat:" are
+    legal ones: markup=False (rich would raise MarkupError on the first and swallow the second)
+    and emoji=False (it would print the third as a cat)."""
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        _consoles[stderr] = Console(
+            stderr=stderr, highlight=False, soft_wrap=not stderr, markup=False, emoji=False
+        )
+    return _consoles[stderr]
 
 
 def emit_json(data: Any) -> None:
@@ -44,7 +47,7 @@ def emit_json(data: Any) -> None:
 
 def say(message: str) -> None:
     if not state.quiet:
-        out.print(message)
+        console().print(message)
 
 
 def report(results: Sequence[Any], json_out: bool, line: Callable[[Any], str]) -> None:
@@ -61,20 +64,29 @@ class RichProgress:
     """A progress bar on stderr, only when stderr is a terminal and not --quiet."""
 
     def __init__(self) -> None:
-        self.enabled = err.is_terminal and not state.quiet
+        self.enabled = console(stderr=True).is_terminal and not state.quiet
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
     def start(self, description: str, total: int) -> None:
         if not self.enabled or total == 0:
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._bar = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=err,
+            console=console(stderr=True),
             transient=True,
         )
         self._bar.start()

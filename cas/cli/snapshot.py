@@ -15,7 +15,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from cas.cli.output import emit_json, human, out, say, state
+from cas.cli.output import console, emit_json, human, say, state
 from cas.errors import PathError, UsageError
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def snapshots_command(
     if json_out:
         emit_json([i.to_json(Path(repo.root)) for i in infos])
         return
-    out.print(_table(name, infos, out.width))
+    console().print(_table(name, infos, console().width))
 
 
 def _table(name: str, infos: list[SnapshotInfo], width: int) -> Table:

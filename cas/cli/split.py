@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cas.cli.output import emit_json, out, state
+from cas.cli.output import console, emit_json, state
 
 DEFAULT_FRACTIONS = "train=0.8,val=0.1,test=0.1"
 
@@ -102,4 +102,4 @@ def split(
         table.add_row(*row)
     table.add_section()
     table.add_row("total", "", str(total), "", *([""] if outputs is not None else []))
-    out.print(table)
+    console().print(table)
