@@ -6,7 +6,9 @@ store deduplicates nothing. Cutting where a hash of the row says so instead (as 
 byte stream) puts the boundaries back in the same rows a few rows after the change: only the
 groups that hold a changed row are new bytes, the rest of the file is identical and is stored
 once. The algorithm is part of the snapshot format (docs/format.md, "Content-defined row
-groups", version 2 of the snapshot metadata): changing it changes every snapshot's bytes.
+groups", versions 2 and 3 of the snapshot metadata): changing it changes every snapshot's bytes.
+Version 3 also lays the file out with a cut marker before every column chunk (the end of this
+module), so that the store's chunks start where column chunks start.
 
 A row's hash is a 64-bit hash of its value in the *first column that can take part* (the
 ORDER BY key, when the query puts it first, as ``SELECT id, ... ORDER BY id`` does), vectorised
@@ -39,6 +41,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+
+from cas.chunker import CUT_MARKER
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -182,15 +186,12 @@ def groups(
 
 # --------------------------------------------------------------------------------------------
 # Layout: a cut marker before every column chunk (format version 3)
-
-#: Written before every column chunk and before the footer. The store cuts files with FastCDC
-#: (cas.chunker), whose gear hash over these 48 bytes meets both of its masks: wherever the
-#: marker lies at least the chunker's minimum size after its previous cut, the chunker cuts
-#: before the marker's last byte. Store chunks then start where column chunks start, so the
-#: chunk after a changed column chunk is the same bytes as before the change (without it,
-#: FastCDC's normalised cuts take a whole group or more to fall in step again, measured in
-#: docs/snapshots.md). Readers find column chunks by their footer offsets and never read it.
-CUT_MARKER = b"\ncas: FastCDC cuts before the last byte 0038b55\n"
+#
+# The store splits a file that starts with PAR1 and the marker at every marker (cas.chunker), so
+# store chunks start where column chunks start: after a change, the chunks of the unchanged
+# column chunks are the bytes they were (without markers, FastCDC's cuts took a row group or
+# more to fall in step again, measured in docs/snapshots.md). Readers find column chunks by
+# their footer offsets and never read a marker.
 
 _MAGIC = b"PAR1"
 _COPY_BLOCK = 8 * 1024 * 1024

@@ -68,8 +68,9 @@ META_VERSIONS = (1, 2, 3)
 
 #: Average rows per Parquet row group; a group holds a quarter to four times this, ending where a
 #: row's hash says so (cas.rowgroups). Part of the output's identity: changing it changes the
-#: bytes. Small enough that a change costs about one group of new bytes (measured with
-#: bench/bench_snapshot.py: docs/snapshots.md, "Deduplication"), large enough for readers.
+#: bytes. A change costs about the groups it falls in plus the footer after it; 4,096 had the
+#: lowest costs of 2,048-8,192 measured (bench/bench_snapshot.py: docs/snapshots.md,
+#: "Deduplication"): smaller groups grow the footer, larger ones cost more per change.
 ROW_GROUP_ROWS = 4096
 #: Rows fetched per driver round trip (SQLite, DuckDB). Does not affect the output.
 DEFAULT_BATCH_ROWS = 65_536

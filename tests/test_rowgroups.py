@@ -1,8 +1,9 @@
 """The layout of a version 3 snapshot (cas.rowgroups): cut markers before column chunks.
 
-The marker's point is what the store's own chunker (cas.chunker, the real FastCDC) does with it,
-and the rewritten file's point is that readers (pyarrow, DuckDB) see the same data and
-statistics as in pyarrow's own file.
+The marker's point is what the store's own chunker (cas.chunker, the real FastCDC) does with it:
+plain FastCDC cuts at it when it can, and a marked file is split at every marker. The rewritten
+file's point is that readers (pyarrow, DuckDB) see the same data and statistics as in pyarrow's
+own file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cas import chunker
-from cas.rowgroups import CUT_MARKER, write_aligned
+from cas.chunker import CUT_MARKER
+from cas.rowgroups import write_aligned
 from cas.snapshot import PARQUET_OPTIONS
 
 
@@ -41,6 +43,41 @@ def test_the_store_chunker_cuts_at_every_marker_past_its_minimum_size() -> None:
             assert at + len(CUT_MARKER) - 1 in cut_set, at
             expected += 1
     assert expected > 200  # most markers are past the minimum: the rule was exercised
+
+
+def test_a_marked_file_is_split_at_its_markers_then_cut_by_fastcdc(tmp_path: Path) -> None:
+    """The snapshot-only rule of the store's chunker (docs/format.md, "Chunking"): a file that
+    starts with PAR1 and a marker is split before the last byte of every marker at least
+    MIN_SIZE after the previous split, whatever FastCDC's own cuts, and each piece is cut with
+    FastCDC. Markers close together, far apart and across the reader's 8 MiB blocks."""
+    rng = random.Random(11)
+    data = bytearray(chunker.MARKED_HEAD)
+    for _ in range(400):
+        data += rng.randbytes(rng.choice([100, 5000, 17_000, 40_000, 150_000, 700_000]))
+        data += CUT_MARKER
+    data += rng.randbytes(30_000)
+    splits, start, at = [], 0, data.find(CUT_MARKER)
+    while at >= 0:
+        end = at + len(CUT_MARKER) - 1
+        if end - start >= chunker.MIN_SIZE:
+            splits.append(end)
+            start = end
+        at = data.find(CUT_MARKER, at + 1)
+    expected = []
+    for a, b in zip([0, *splits], [*splits, len(data)], strict=True):
+        expected += [bytes(c) for c in chunker.cut(bytes(data[a:b]))]
+    path = tmp_path / "marked.parquet"
+    path.write_bytes(data)
+    with open(path, "rb", buffering=0) as f:
+        got = [bytes(c) for c in chunker.cut_stream(f)]
+    assert got == expected and len(splits) > 200
+    assert got != [bytes(c) for c in chunker.cut(data)]  # plain FastCDC would skip markers
+
+    path.write_bytes(data[4:])  # without the head, the same bytes are any other file
+    with open(path, "rb", buffering=0) as f:
+        assert [bytes(c) for c in chunker.cut_stream(f)] == [
+            bytes(c) for c in chunker.cut(data[4:])
+        ]
 
 
 def _table(n: int) -> pa.Table:
@@ -82,6 +119,7 @@ def test_a_marker_precedes_every_column_chunk_and_the_footer_and_readers_see_the
             assert column.statistics == before.statistics  # pushdown keeps working
             assert column.total_compressed_size == before.total_compressed_size
             starts.append(start)
+    assert aligned.startswith(chunker.MARKED_HEAD)  # what makes the store split it at markers
     footer_size = int.from_bytes(aligned[-8:-4], "little")
     assert aligned[-8 - footer_size - len(CUT_MARKER) : -8 - footer_size] == CUT_MARKER
     # the markers, less what the footer lost (encoding_stats, size_statistics)
