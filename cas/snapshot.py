@@ -4,15 +4,18 @@
 ``<same stem>.json`` sidecar recording how it was made, and never touches earlier files. The
 folder is then versioned like any other data (``Repo.add``), so ``git commit`` pins it.
 
-Three properties drive the design:
+Four properties drive the design:
 
 * **Bounded memory.** The driver's record batches stream into the Parquet writer; at most about
   two row groups of rows are held at once, whatever the size of the result.
 * **Determinism.** The same rows in the same order give byte-identical Parquet, so an unchanged
   table gives the same content hash (and the store deduplicates it). Writer options are pinned,
   nothing time-dependent goes into the file, metadata that varies by driver is dropped, and the
-  stream is re-chunked into row groups of exactly ``row_group_rows`` rows, because pyarrow's
-  output depends on how a table is chunked, and drivers chunk as they please.
+  stream is re-chunked into row groups that end where the rows say (``cas.rowgroups``), because
+  pyarrow's output depends on how a table is chunked, and drivers chunk as they please.
+* **Deduplication.** A snapshot of a table that changed a little costs about what changed in the
+  store: row groups end where the rows say, and a cut marker before every column chunk makes
+  the store's chunks start where column chunks start (``cas.rowgroups``).
 * **All or nothing.** Files are written under ``.cas/tmp/`` and published by hard-linking into
   ``snapshots/NAME/`` (sidecar first, then Parquet), which never replaces an existing file; any
   failure or interruption before that leaves the snapshots folder untouched.
@@ -41,7 +44,7 @@ import pyarrow.parquet as pq
 
 import cas
 from cas.errors import CasError, StorageError, UsageError
-from cas.rowgroups import Limits, groups
+from cas.rowgroups import Limits, groups, write_aligned
 from cas.sources import (
     Connection,
     ResultStream,
@@ -57,16 +60,18 @@ if TYPE_CHECKING:
 
 SNAPSHOTS_DIR = "snapshots"
 META_FORMAT = "cas-snapshot-meta"
-#: 2: content-defined row groups (cas.rowgroups). 1: fixed groups of ``row_group_rows`` rows.
-META_VERSION = 2
-#: Sidecar versions this code reads: a version 1 snapshot keeps its bytes and stays listed.
-META_VERSIONS = (1, 2)
+#: 3: content-defined row groups laid out with a cut marker before every column chunk
+#: (cas.rowgroups). 2: the same groups without markers. 1: fixed groups of ``row_group_rows``.
+META_VERSION = 3
+#: Sidecar versions this code reads: an older snapshot keeps its bytes and stays listed.
+META_VERSIONS = (1, 2, 3)
 
 #: Average rows per Parquet row group; a group holds a quarter to four times this, ending where a
 #: row's hash says so (cas.rowgroups). Part of the output's identity: changing it changes the
-#: bytes. Small enough that a change costs about one group of new bytes (measured with
-#: bench/bench_snapshot.py: docs/snapshots.md, "Deduplication"), large enough for readers.
-ROW_GROUP_ROWS = 8192
+#: bytes. A change costs about the groups it falls in plus the footer after it; 4,096 had the
+#: lowest costs of 2,048-8,192 measured (bench/bench_snapshot.py: docs/snapshots.md,
+#: "Deduplication"): smaller groups grow the footer, larger ones cost more per change.
+ROW_GROUP_ROWS = 4096
 #: Rows fetched per driver round trip (SQLite, DuckDB). Does not affect the output.
 DEFAULT_BATCH_ROWS = 65_536
 
@@ -104,7 +109,9 @@ _HASH_CHUNK = 8 * 1024 * 1024
 #: Temp names carry host and pid, so a later run can tell a dead run's leftovers (same host,
 #: pid gone) from a live run's, even when .cas/ is on a filesystem shared between machines.
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:64] or "host"
-_TMP_RE = re.compile(r"^snapshot-(?P<host>\w+)-(?P<pid>\d+)-[0-9a-f]+\.(parquet|json)\.tmp$")
+_TMP_RE = re.compile(
+    r"^snapshot-(?P<host>\w+)-(?P<pid>\d+)-[0-9a-f]+\.(parquet|json)\.tmp(\.raw)?$"
+)
 
 _SQL_NOISE = re.compile(
     r"""
@@ -145,12 +152,14 @@ class SnapshotInfo:
     parquet: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     has_metadata: bool = True
+    #: The sidecar's version: an older snapshot is listed as what it is, not as the current one.
+    version: int = META_VERSION
 
     def to_meta(self) -> dict[str, Any]:
-        """The sidecar document (format ``cas-snapshot-meta``, version 2)."""
+        """The sidecar document (format ``cas-snapshot-meta``, version 3)."""
         return {
             "format": META_FORMAT,
-            "version": META_VERSION,
+            "version": self.version,
             "name": self.name,
             "file": self.path.name,
             "created_at": _iso(self.created_at),
@@ -177,8 +186,8 @@ class SnapshotInfo:
 
     @classmethod
     def from_meta(cls, doc: dict[str, Any], parquet_path: Path) -> SnapshotInfo:
-        """Read a sidecar (version 1 or 2); unknown extra keys are ignored so a version can grow
-        compatibly."""
+        """Read a sidecar (version 1, 2 or 3); unknown extra keys are ignored so a version can
+        grow compatibly."""
         if doc.get("format") != META_FORMAT or doc.get("version") not in META_VERSIONS:
             raise ValueError(f"not a {META_FORMAT} document of version {META_VERSIONS}")
         return cls(
@@ -198,6 +207,7 @@ class SnapshotInfo:
             cas_version=doc.get("cas_version"),
             parquet=dict(doc.get("parquet") or {}),
             warnings=list(doc.get("warnings") or []),
+            version=int(doc["version"]),
         )
 
 
@@ -312,6 +322,7 @@ def write_snapshot(
                 "row_group_rows": row_group_rows,
                 "row_group_min_rows": Limits(row_group_rows).min_rows,
                 "row_group_max_rows": Limits(row_group_rows).max_rows,
+                "layout": "cut-marked",
                 **{k: PARQUET_OPTIONS[k] for k in ("compression", "compression_level")},
             },
             warnings=found,
@@ -422,18 +433,25 @@ def write_parquet(
 ) -> tuple[int, pa.Schema]:
     """Stream batches into ``path`` as content-defined row groups averaging ``row_group_rows``
     rows (``cas.rowgroups``), so the bytes depend only on the rows, not on the driver's batch
-    sizes, and a change to some rows leaves the other groups' bytes as they were."""
+    sizes, and a change to some rows leaves the other groups' bytes as they were.
+
+    pyarrow cannot leave gaps between column chunks, so its file (``path`` + ``.raw``) is then
+    copied into ``path`` with the cut markers put in (``write_aligned``)."""
     schema = pa.schema([f.remove_metadata() for f in stream.schema])
     limits = Limits(row_group_rows)
     total = 0
+    raw = path.with_name(path.name + ".raw")
     batches = _prefetched(stream) if stream.prefetch else stream.batches
     try:
-        with pq.ParquetWriter(path, schema, **PARQUET_OPTIONS) as writer:
+        with pq.ParquetWriter(raw, schema, **PARQUET_OPTIONS) as writer:
             for group in groups(batches, schema, limits):
                 # One contiguous chunk per column: pyarrow's page layout follows chunk boundaries.
                 writer.write_table(group.combine_chunks(), row_group_size=limits.max_rows)
                 total += group.num_rows
+        with open(raw, "rb") as src, open(path, "wb") as dst:
+            write_aligned(src, dst)
     finally:
+        raw.unlink(missing_ok=True)
         close = getattr(batches, "close", None)
         if close is not None:
             close()
