@@ -32,6 +32,9 @@ MAX_SIZE = 256 * 1024
 CUT_MARKER = b"\ncas: FastCDC cuts before the last byte 0038b55\n"
 #: How a marked file starts: Parquet's magic, then the marker before its first column chunk.
 MARKED_HEAD = b"PAR1" + CUT_MARKER
+#: The longest piece of a marked file: past it, a split is made without a marker. Anyone can
+#: write a file that starts like a snapshot and has no other marker; memory must not follow it.
+MAX_PIECE = 16 * 1024 * 1024
 _READ_SIZE = 8 * 1024 * 1024
 
 _local = threading.local()
@@ -70,20 +73,28 @@ def cut_stream(stream: BinaryIO) -> Iterator[memoryview]:
 def _cut_marked(stream: BinaryIO) -> Iterator[memoryview]:
     """Split before the last byte of every marker that lies ``MIN_SIZE`` or more after the
     previous split (where FastCDC would cut, except that its cuts inside a piece never make it
-    skip a marker), then cut each piece with FastCDC. Holds a read plus the piece it ends in."""
+    skip a marker), and ``MAX_PIECE`` after the previous split when no marker comes first; then
+    cut each piece with FastCDC. Holds a read plus at most ``MAX_PIECE``."""
     buf = bytearray()
     start = searched = 0  # where the current piece starts in buf; where to look for a marker
     while True:
         block = stream.read(_READ_SIZE)
         buf += block
-        while (at := buf.find(CUT_MARKER, searched)) >= 0:
-            end = at + len(CUT_MARKER) - 1
-            searched = at + 1
-            if end - start >= MIN_SIZE:
-                with memoryview(buf) as view:  # released before buf is resized
-                    piece = bytes(view[start:end])
-                start = end
-                yield from cut(piece)
+        while True:
+            at = buf.find(CUT_MARKER, searched, start + MAX_PIECE + len(CUT_MARKER) - 1)
+            if at >= 0:
+                end = at + len(CUT_MARKER) - 1
+                searched = at + 1
+                if end - start < MIN_SIZE:
+                    continue
+            elif len(buf) - start > MAX_PIECE:
+                end = searched = start + MAX_PIECE  # no marker for MAX_PIECE bytes
+            else:
+                break
+            with memoryview(buf) as view:  # released before buf is resized
+                piece = bytes(view[start:end])
+            start = end
+            yield from cut(piece)
         if not block:
             break
         del buf[:start]  # once per read: the pieces before are out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import tracemalloc
 from pathlib import Path
 
 import duckdb
@@ -78,6 +79,32 @@ def test_a_marked_file_is_split_at_its_markers_then_cut_by_fastcdc(tmp_path: Pat
         assert [bytes(c) for c in chunker.cut_stream(f)] == [
             bytes(c) for c in chunker.cut(data[4:])
         ]
+
+
+def test_a_file_that_only_starts_like_a_snapshot_is_cut_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    """Anyone can write PAR1 and the marker, then 99 MiB with no other marker: pieces end at
+    MAX_PIECE, memory stays a read plus a piece or two (not the file, nor a copy of it), and the
+    chunks are the file."""
+    rng = random.Random(5)
+    tail = rng.randbytes(6 * chunker.MAX_PIECE + 3_000_000)
+    data = chunker.MARKED_HEAD + tail
+    path = tmp_path / "hostile.parquet"
+    path.write_bytes(data)
+    del tail
+    tracemalloc.start()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            sizes = [len(c) for c in chunker.cut_stream(f)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sum(sizes) == len(data) and max(sizes) <= chunker.MAX_SIZE
+    assert peak < 5 * chunker.MAX_PIECE, peak  # 64 MiB measured, 198 MiB unbounded
+    first = bytes(data[: chunker.MAX_PIECE])
+    expected = [len(c) for c in chunker.cut(first)]
+    assert sizes[: len(expected)] == expected  # the first piece ends at MAX_PIECE exactly
 
 
 def _table(n: int) -> pa.Table:
