@@ -22,13 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from datasets import ensure_dataset  # noqa: E402
+from tools import measure  # noqa: E402
 
 CAS = [sys.executable, "-m", "cas"]
 
@@ -40,14 +40,12 @@ def _cpu_of(pid: int) -> float:
 
 
 def _run(argv: list[str], cwd: Path) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds and peak RSS (bytes) of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    """Wall seconds, CPU seconds and peak RSS (bytes) of one command (through bench.tools'
+    launcher: this process, which holds a LocalCluster's client, would inflate the figure)."""
+    found = measure(argv, cwd=cwd)
+    if found.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed in {cwd}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+    return found.wall, found.cpu, found.rss_kib * 1024
 
 
 def _fresh_repo(work: Path, data: Path) -> Path:

@@ -46,6 +46,47 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
+@dataclass
+class Measured:
+    """One command run through :data:`LAUNCHER`: its own peak RSS and CPU, not its parent's."""
+
+    returncode: int
+    rss_kib: int
+    cpu: float  # user + system seconds
+    wall: float  # from the launcher's fork to the reap
+
+
+def measure(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    stdout: int | object = subprocess.DEVNULL,
+    stderr: int | object = subprocess.DEVNULL,
+) -> Measured:
+    """Run ``argv`` through the small launcher (see :class:`Runner` for why a measured command
+    is never forked from a large process) and return its figures; what measures a command
+    anywhere (benches, tests) goes through here."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="cas-measure-", suffix=".rss", delete=False) as f:
+        out = Path(f.name)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", LAUNCHER, str(out), *map(str, argv)],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=stdout,
+            stderr=stderr,
+            check=False,
+        )
+        fields = out.read_text().split() if out.stat().st_size else ["0", "0", "0", "0"]
+    finally:
+        out.unlink(missing_ok=True)
+    rss, user, system, wall = fields
+    return Measured(proc.returncode, int(rss), float(user) + float(system), float(wall))
+
+
 class StepError(Exception):
     """A tool step failed; the message ends up in the results table instead of aborting."""
 

@@ -43,7 +43,10 @@ def test_global_options_after_the_subcommand(repo: Path) -> None:
 
 
 def test_completion_is_installable(git_repo: Path) -> None:
-    script = cas(git_repo, "--show-completion", "bash").stdout
+    # The shell named, not detected: detection walks the parent processes for a shell, and a
+    # test run whose parent is gone (a detached job) has none.
+    named = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    script = cas(git_repo, "--show-completion", "bash", env=named).stdout
     assert "_CAS_COMPLETE" in script
     words = cas(
         git_repo,
