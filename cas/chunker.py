@@ -81,7 +81,7 @@ def _cut_marked(stream: BinaryIO) -> Iterator[memoryview]:
         block = stream.read(_READ_SIZE)
         buf += block
         while True:
-            at = buf.find(CUT_MARKER, searched, start + MAX_PIECE + len(CUT_MARKER) - 1)
+            at = buf.find(CUT_MARKER, searched, start + MAX_PIECE + 1)  # ends in the piece
             if at >= 0:
                 end = at + len(CUT_MARKER) - 1
                 searched = at + 1

@@ -181,3 +181,44 @@ def test_repro_is_copied_and_names_what_it_reproduces(project: Path, uri: str) -
     [rerun] = [c for rid, c in copies.items() if rid != original]
     assert rerun.data.tags["cas.reproduces"] == original
     assert rerun.data.metrics["val_acc"] == copies[original].data.metrics["val_acc"]
+
+
+def test_a_fetched_record_of_odd_shape_is_copied_as_far_as_it_goes(project: Path, uri: str) -> None:
+    """A teammate's record passes decode()'s checks but holds what cas never writes (a series
+    that is not pairs, config keys that are a list, times that are not times, an output with
+    no path): what has cas's shape is copied, the rest left out, and nothing reads as MLflow
+    refusing the run."""
+    from cas.repo import Repo
+    from cas.runs import record as rec
+
+    train(project, "--no-mlflow")
+    with Repo.open(project) as repo:
+        run_id = runs(project)[-1]["id"]
+        odd = rec.get(repo.local, run_id)
+        odd.update(
+            series={"loss": [[0, 1.5], "x", [1], [2**70, 2.0], ["2", "0.5"]], "bad": 7},
+            started="yesterday",
+            ended=None,
+        )
+        odd["config"]["files"][0]["keys"] = ["lr", 0.1]
+        odd.pop("format"), odd.pop("version")
+        odd_id = rec.put(repo.local, odd)
+        # what readers index by, or the catalog stores in a column: refused by name
+        bad = {
+            "outputs": rec.put(repo.local, {**odd, "outputs": [{"text": "", "manifest": "m"}]}),
+            "name": rec.put(repo.local, {**odd, "name": ["not", "a", "name"]}),
+        }
+    for field, bad_id in bad.items():
+        refused = cas(project, "runs", "mlflow", bad_id, env=_env(uri), code=4)
+        assert f"run record {bad_id} is malformed ({field}); refused" in refused.stderr
+    listed = cas(project, "runs", "--json")  # the catalog names them and lists the rest
+    assert all(i in listed.stderr for i in bad.values()) and odd_id in listed.stdout
+    [copied] = json.loads(cas(project, "runs", "mlflow", odd_id, "--json", env=_env(uri)).stdout)
+    assert copied["logged"] and copied["id"] == odd_id
+    [copy] = _copies(uri)
+    client = MlflowClient(tracking_uri=uri)
+    history = client.get_metric_history(copy.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 1.5), (2, 0.5)]
+    assert copy.data.params == {"seed": "42"} and copy.info.status == "FINISHED"
+    assert [d.dataset.name for d in copy.inputs.dataset_inputs] == ["data"]
+    assert list(copy.data.tags).count("cas.output.model") == 1

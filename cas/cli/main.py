@@ -14,12 +14,13 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import typer
 
 from cas.cli import core, corpus, gc, hooks, imports, remote, runs, snapshot, split
-from cas.cli.output import state
+from cas.cli.output import state, warn
 from cas.errors import CasError
 
 #: The distribution's name on PyPI (``import cas`` and the ``cas`` command are unchanged).
@@ -102,6 +103,11 @@ def json_error(cls: str, message: str, exit_code: int, fields: dict[str, Any]) -
     return json.dumps({"error": {**body, **fields}}, default=str)
 
 
+def _show_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    """A Python warning (a tracker that refused a run's copy, a library's) as cas's one line."""
+    warn(str(message))
+
+
 class _WithoutPandas(importlib.abc.MetaPathFinder):
     """pyarrow imports pandas, when it is installed, on its first ``pa.array`` or ``pa.table``
     (to recognise a DataFrame): 0.35 s of CPU, half of a one-file ``cas add`` on a machine
@@ -131,6 +137,7 @@ def run() -> None:
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _WithoutPandas())
+    warnings.showwarning = _show_warning
     args = sys.argv[1:]
     as_json = _wants_json(args)
     code = 0

@@ -39,6 +39,12 @@ def console(stderr: bool = False) -> Console:
     return _consoles[stderr]
 
 
+def warn(message: str) -> None:
+    """The one form of a warning on stderr (``cas.runs``' and the snapshot writer's Python
+    warnings reach it through :func:`cas.cli.main.run`)."""
+    print(f"cas: warning: {message}", file=sys.stderr)
+
+
 def emit_json(data: Any) -> None:
     """Machine-readable output: one JSON document on stdout. Keys keep the order they were
     built in: some orders mean something (``cas split``'s fractions are in bucket order)."""

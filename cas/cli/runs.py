@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cas.cli.output import emit_json, say, state
+from cas.cli.output import emit_json, say, state, warn
 from cas.repo import Repo
 
 if TYPE_CHECKING:  # cas.runs is imported by the run commands only: other commands start faster
@@ -29,10 +29,6 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(runs_app, name="runs")
     app.command("repro")(repro)
-
-
-def _warn(message: str) -> None:
-    print(f"cas: warning: {message}", file=sys.stderr)
 
 
 def run(
@@ -84,7 +80,7 @@ def execute(session: Session, reuse: bool = False) -> int:
 
     session.begin()
     for warning in session.warnings:
-        _warn(warning)
+        warn(warning)
     if reuse:
         from cas.runs.reuse import try_reuse
 
@@ -114,7 +110,7 @@ def runs(ctx: typer.Context, json_out: bool = JSON) -> None:
 
     catalog = open_synced(Repo.open())
     for problem in catalog.problems:
-        _warn(problem)
+        warn(problem)
     # Written directly, one run a line, as the catalog holds them: 10,000 runs decoded and
     # re-encoded through json's indenting encoder (pure Python) or rich's console cost a second.
     if json_out:

@@ -15,7 +15,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from cas.cli.output import console, emit_json, human, say, state
+from cas.cli.output import console, emit_json, human, say, state, warn
 from cas.errors import PathError, UsageError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def snapshot_query_command(
         warnings.simplefilter("ignore", UnorderedQueryWarning)
         info = repo.snapshot_query(text, source=source, name=name, batch_rows=batch_rows)
     for message in info.warnings:
-        print(f"cas: warning: {message}", file=sys.stderr)
+        warn(message)
     if json_out:
         emit_json(info.to_json(Path(repo.root)))
     elif not (quiet or state.quiet):
@@ -86,7 +86,7 @@ def snapshots_command(
         warnings.simplefilter("always")
         infos = repo.snapshots(name)
     for warning in caught:
-        print(f"cas: warning: {warning.message}", file=sys.stderr)
+        warn(str(warning.message))
     if json_out:
         emit_json([i.to_json(Path(repo.root)) for i in infos])
         return

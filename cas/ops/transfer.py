@@ -66,7 +66,8 @@ from cas.ops.needs import (
     root_of,
 )
 from cas.ops.remote_index import RemoteIndex, remote_index
-from cas.parallel import TRANSFER_JOBS, bounded_map
+from cas.parallel import TRANSFER_JOBS as DEFAULT_JOBS
+from cas.parallel import bounded_map
 from cas.progress import Progress, Silent
 
 if TYPE_CHECKING:
@@ -81,7 +82,6 @@ _OBJECT_NAME = re.compile("[0-9a-f]{64}")  # anything else under a prefix is not
 _LISTED = ("manifests", "versions", "segments", "packs", "index")  # the prefixes RemoteView knows
 LAYOUT_KEY = "cas-remote"
 LAYOUT = b"cas-remote 1\n"
-DEFAULT_JOBS = TRANSFER_JOBS
 #: Fetch a whole pack when at least this share of its bytes is needed; else range GETs.
 WHOLE_PACK_SHARE = 0.5
 #: Adjacent chunks are read in one range GET of at most this many bytes.

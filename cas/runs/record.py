@@ -84,6 +84,15 @@ _SHAPE: dict[str, tuple[type, ...]] = {
     "outputs": (list,),
     "out": (list,),
 }
+# Scalars the catalog stores in its columns and ``cas runs`` prints (None: absent is fine).
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "started": (str,),
+    "name": (str, type(None)),
+    "ended": (str, type(None)),
+    "host": (str, type(None)),
+    "reproduces": (str, type(None)),
+    "reused": (str, type(None)),
+}
 _LISTS = {
     ("code", "files"),
     ("code", "deleted"),
@@ -98,7 +107,7 @@ def _check_shape(record: dict[str, Any], run_id: str) -> None:
     def bad(field: str) -> CorruptObjectError:
         return CorruptObjectError(f"run record {run_id} is malformed ({field}); refused")
 
-    for key, types in _SHAPE.items():
+    for key, types in (*_SHAPE.items(), *_SCALARS.items()):
         if not isinstance(record.get(key), types):
             raise bad(key)
     for section, key in _LISTS:
@@ -117,9 +126,15 @@ def _check_shape(record: dict[str, Any], run_id: str) -> None:
             and hashing.is_hex_id(str(item.get("blob")))
         ):
             raise bad("files")
-    for item in record["data"]["pointers"] + record["outputs"]:
-        if not (isinstance(item, dict) and isinstance(item.get("text"), str)):
-            raise bad("pointers")
+    for item, name in [(p, "pointer") for p in record["data"]["pointers"]] + [
+        (o, "path") for o in record["outputs"]
+    ]:  # the pointer a run read, the path an output was added from: readers index by them
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("text"), str)
+            and isinstance(item.get(name), str)
+        ):
+            raise bad("pointers" if name == "pointer" else "outputs")
     if not all(isinstance(a, str) for a in record["config"]["argv"]):
         raise bad("config.argv")
 

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,9 +135,11 @@ class Session:
         try:
             self.mlflow_id = self.tracker.start(self.record)
         except Exception as err:  # any: see tracker.failure; the run goes on
-            tracker.warn(
+            warnings.warn(
                 f"{tracker.failure(err, self.tracker.where)}; the run is recorded in "
-                "cas only: log it later with 'cas runs mlflow'"
+                "cas only: log it later with 'cas runs mlflow'",
+                RuntimeWarning,
+                stacklevel=2,
             )
             self.tracker = None
 
@@ -193,9 +196,11 @@ class Session:
         try:
             self.tracker.finish(self.mlflow_id, run_id, self.record)
         except Exception as err:  # any: see tracker.failure; the record is stored
-            tracker.warn(
+            warnings.warn(
                 f"{tracker.failure(err, self.tracker.where)}; the run is recorded in "
-                f"cas: log it with 'cas runs mlflow {run_id[:12]}'"
+                f"cas: log it with 'cas runs mlflow {run_id[:12]}'",
+                RuntimeWarning,
+                stacklevel=2,
             )
 
     def _fold_events(self) -> None:

@@ -23,7 +23,7 @@ import datetime
 import json
 import os
 import re
-import sys
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -107,10 +107,6 @@ def local_files(where: Target, root: Path) -> list[str]:
     return inside
 
 
-def warn(message: str) -> None:
-    print(f"cas: warning: {message}", file=sys.stderr)
-
-
 class Tracker:
     """An MLflow client bound to one tracking URI and experiment."""
 
@@ -140,11 +136,12 @@ class Tracker:
 
     def start(self, record: Mapping[str, Any]) -> str:
         """Open the MLflow run of a cas run that is starting; returns its MLflow run id."""
+        name = record.get("name")
         run = self.client.create_run(
             self.experiment_id(),
-            start_time=_millis(record["started"]),
+            start_time=_millis(record.get("started")),
             tags=dict(_start_tags(record)),
-            run_name=record.get("name") or None,
+            run_name=str(name) if name else None,
         )
         return str(run.info.run_id)
 
@@ -155,7 +152,11 @@ class Tracker:
         logged = self.client.get_run(mlflow_id).data.params  # the command's own mlflow calls
         params = [Param(k, v) for k, v in _params(record) if k not in logged]
         tags = [RunTag(k, v) for k, v in _end_tags(run_id, record)]
-        ended = _millis(record.get("ended") or record["started"])
+        ended = (
+            _millis(record.get("ended"))
+            or _millis(record.get("started"))
+            or int(time.time() * 1000)  # a record without a time: the copy's own
+        )
         metrics = [Metric(k, v, ended, step) for k, v, step in _metrics(record)]
         for batch in _batches(metrics, 1000):
             self.client.log_batch(mlflow_id, metrics=batch)
@@ -220,8 +221,15 @@ def failure(err: BaseException, where: Target) -> str:
 
 
 # -- what a record becomes -------------------------------------------------------------------
-def _millis(stamp: str) -> int:
-    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+# A record may be a teammate's, fetched: decode() checked the fields every reader relies on, and
+# what is copied beyond them is skipped where it is not of the shape cas writes, never a crash
+# that would read as MLflow refusing the run.
+def _millis(stamp: Any) -> int | None:
+    """A record's UTC time in MLflow's milliseconds; None (MLflow's "now") if it is not one."""
+    try:
+        moment = datetime.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
     return int(moment.replace(tzinfo=datetime.UTC).timestamp() * 1000)
 
 
@@ -233,7 +241,7 @@ def _start_tags(record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for name, value in sorted(record["fingerprint"].items()):
         yield f"cas.fingerprint.{name}", value
     commit = record["code"].get("commit")
-    if commit:
+    if isinstance(commit, str) and commit:
         yield "mlflow.source.git.commit", commit
         yield "cas.code.commit", commit
     yield "mlflow.source.type", "LOCAL"
@@ -241,7 +249,7 @@ def _start_tags(record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     if record["config"].get("seed") is not None:
         yield "cas.seed", str(record["config"]["seed"])
     if record.get("reproduces"):
-        yield "cas.reproduces", record["reproduces"]
+        yield "cas.reproduces", str(record["reproduces"])[:_MAX_TAG]
     if record.get("host"):
         yield "cas.host", str(record["host"])[:_MAX_TAG]
 
@@ -250,21 +258,21 @@ def _end_tags(run_id: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str
     yield TAG_ID, run_id
     yield "cas.status", str(record.get("status"))
     if record.get("reused"):
-        yield "cas.reused", str(record["reused"])
-    for out in record.get("outputs", []):
-        yield _key(f"cas.output.{out['path']}"), str(out.get("manifest"))
+        yield "cas.reused", str(record["reused"])[:_MAX_TAG]
+    for out in record["outputs"]:
+        yield _key(f"cas.output.{out['path']}"), str(out.get("manifest"))[:_MAX_TAG]
 
 
 def _params(record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """The config files' keys (a key two files share is prefixed by its file), the seed."""
-    files = record["config"]["files"]
+    files = [f for f in record["config"]["files"] if isinstance(f.get("keys"), dict)]
     counts: dict[str, int] = {}
     for item in files:
-        for key in item.get("keys", {}):
+        for key in item["keys"]:
             counts[key] = counts.get(key, 0) + 1
     seen: set[str] = set()
     for item in files:
-        for key, value in item.get("keys", {}).items():
+        for key, value in item["keys"].items():
             name = _key(key if counts[key] == 1 else f"{item['path']}:{key}")
             if name in seen:
                 continue
@@ -287,13 +295,16 @@ def _float(value: Any) -> float | None:
 
 def _metrics(record: Mapping[str, Any]) -> Iterator[tuple[str, float, int]]:
     """Every step of a logged series; a final value (a metrics file's) at step 0."""
-    series = record.get("series") or {}
+    series = record.get("series")
+    series = series if isinstance(series, dict) else {}
     for name, points in series.items():
-        for step, value in points:
-            number = _float(value)
-            if number is not None:
-                yield _key(name), number, int(step or 0)
-    for name, value in record.get("metrics", {}).items():
+        for point in points if isinstance(points, list) else ():
+            if not (isinstance(point, list) and len(point) == 2):
+                continue
+            step, number = _float(point[0]), _float(point[1])
+            if number is not None and step is not None and abs(step) < 2**63:  # NaN: False
+                yield _key(name), number, int(step)
+    for name, value in record["metrics"].items():
         number = _float(value)
         if name not in series and number is not None:
             yield _key(name), number, 0
@@ -302,8 +313,7 @@ def _metrics(record: Mapping[str, Any]) -> Iterator[tuple[str, float, int]]:
 def _datasets(record: Mapping[str, Any]) -> Iterator[dict[str, str]]:
     commit = record["code"].get("commit")
     for item in record["data"]["pointers"]:
-        manifest = str(item.get("manifest"))
-        pointer = str(item["pointer"])
+        pointer, manifest = item["pointer"], str(item.get("manifest"))
         path = target_of(pointer)
         source = {
             "uri": f"cas://@{commit}/{path}" if commit else f"cas://{path}",
